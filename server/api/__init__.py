@@ -1,0 +1,1 @@
+"""HTTP API: one module (Sanic Blueprint) per endpoint family."""

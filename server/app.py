@@ -1,0 +1,58 @@
+"""App factory: the Sanic app, its blueprints, listeners and error handler."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from sanic import Sanic
+
+from server.api import errors, kserve, observability, openai, tfs
+from server.pipelines.base import ModelLoader
+from server.repository.manager import ModelManager
+from server.repository.watcher import RepositoryWatcher
+from server.settings import Settings
+
+_app_names = itertools.count()
+
+
+def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: bool = True) -> Sanic:
+    """Build the app. `loader` defaults to the OpenVINO one; tests pass fakes. Without `watch`,
+    the repository is scanned at start-up and on POST /v1/config/reload only."""
+    if loader is None:
+        from server.pipelines.loader import OpenVINOLoader  # imports OpenVINO: keep it off the unit-test path
+
+        loader = OpenVINOLoader()
+    app = Sanic(f"ov_model_server_{next(_app_names)}", configure_logging=False)
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_MAX_SIZE = 64 * 1024 * 1024
+    app.config.KEEP_ALIVE_TIMEOUT = 75
+    app.ctx.settings = settings
+
+    errors.install(app)
+    observability.install(app)
+    app.blueprint(tfs.bp)
+    app.blueprint(kserve.bp)
+    app.blueprint(openai.bp)
+
+    @app.before_server_start
+    async def start_repository(app: Sanic) -> None:
+        manager = ModelManager(settings.model_repository, loader, load_workers=settings.load_workers)
+        app.ctx.manager = manager
+        # Serve health/live at once; /v2/health/ready turns 200 when the first scan's loads are done.
+        app.ctx.initial_load = asyncio.get_running_loop().create_task(manager.initial_load())
+        if watch:
+            watcher = RepositoryWatcher(
+                manager, settings.model_repository, settle=settings.settle_seconds, rescan_interval=settings.rescan_seconds
+            )
+            app.ctx.watcher = asyncio.get_running_loop().create_task(watcher.run())
+
+    @app.after_server_stop
+    async def stop_repository(app: Sanic) -> None:
+        for name in ("watcher", "initial_load"):
+            task = getattr(app.ctx, name, None)
+            if task is not None:
+                task.cancel()
+        await app.ctx.manager.close()
+
+    return app

@@ -1,0 +1,56 @@
+"""Protocols the model manager depends on, so unit tests can run it on fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from server.repository.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as KServe v2 metadata describes it (-1 = dynamic dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+class LoadedModel(Protocol):
+    """A compiled pipeline for one model version."""
+
+    task: str
+    metadata: ModelMetadata
+
+    def close(self) -> None:
+        """Release the pipeline and its memory. Called off the event loop, once nothing uses it."""
+
+
+class ModelLoadError(Exception):
+    """A version could not be loaded. `message` is safe to show to users; `detail` goes to the log."""
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN", detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.detail = detail
+
+
+class ModelLoader(Protocol):
+    def load(self, version_path: Path, config: ModelConfig) -> LoadedModel:
+        """Blocking: build the pipeline for one version folder. Raises ModelLoadError."""
+
+    def infer_task(self, version_path: Path) -> str | None:
+        """Blocking: the task a version folder's files imply, or None when ambiguous."""

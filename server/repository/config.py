@@ -1,0 +1,123 @@
+"""config.json parsing and validation against schemas/model_config.schema.json."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "model_config.schema.json"
+TASKS = ("text_generation", "embeddings", "rerank")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One validation problem: where (JSON pointer) and what."""
+
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.pointer or '/'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    task: str
+    version_policy: dict[str, Any]
+    device: str = "CPU"
+    plugin_config: dict[str, Any] = field(default_factory=dict)
+    drain_timeout_s: float = 300.0
+    # The task's own section with schema defaults filled in.
+    task_settings: dict[str, Any] = field(default_factory=dict)
+    # Identifies the settings a loaded pipeline depends on: a change reloads, a policy-only change does not.
+    pipeline_hash: str = ""
+    inferred: bool = False
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return _validator().schema
+
+
+def _pointer(path: Any) -> str:
+    return "".join(f"/{part}" for part in path)
+
+
+def _problem(error: jsonschema.ValidationError) -> ConfigProblem:
+    # oneOf errors are vague ("not valid under any of the given schemas"): report the branch that
+    # matched deepest, i.e. the one the author evidently meant.
+    while error.context:
+        depth = max(len(e.absolute_path) for e in error.context)
+        error = jsonschema.exceptions.best_match(e for e in error.context if len(e.absolute_path) == depth)
+    schema_path = list(error.absolute_schema_path)
+    if schema_path and schema_path[0] == "dependentSchemas":
+        section = schema_path[1]
+        return ConfigProblem("/task", f"a '{section}' section needs task '{section}'")
+    return ConfigProblem(_pointer(error.absolute_path), error.message)
+
+
+def validate(document: Any) -> list[ConfigProblem]:
+    """All problems of a parsed config.json, sorted by pointer; empty when valid."""
+    problems = [_problem(e) for e in _validator().iter_errors(document)]
+    return sorted(problems, key=lambda p: p.pointer)
+
+
+def _section_defaults(task: str) -> dict[str, Any]:
+    props = schema()["properties"][task]["properties"]
+    return {name: spec["default"] for name, spec in props.items() if "default" in spec}
+
+
+def build(document: dict[str, Any], *, inferred: bool = False) -> ModelConfig:
+    """A ModelConfig from a valid document, with schema defaults applied."""
+    problems = validate(document)
+    if problems:
+        raise ConfigError(problems)
+    props = schema()["properties"]
+    task = document["task"]
+    settings = _section_defaults(task) | document.get(task, {})
+    config = ModelConfig(
+        task=task,
+        version_policy=copy.deepcopy(document.get("model_version_policy", props["model_version_policy"]["default"])),
+        device=document.get("device", props["device"]["default"]),
+        plugin_config=dict(document.get("plugin_config", {})),
+        drain_timeout_s=float(document.get("drain_timeout_s", props["drain_timeout_s"]["default"])),
+        task_settings=settings,
+        inferred=inferred,
+    )
+    pipeline_part = {"task": task, "device": config.device, "plugin_config": config.plugin_config, "settings": settings}
+    digest = hashlib.sha256(json.dumps(pipeline_part, sort_keys=True).encode()).hexdigest()[:16]
+    return ModelConfig(**{**config.__dict__, "pipeline_hash": digest})
+
+
+def parse(raw: bytes) -> ModelConfig:
+    """Parse config.json bytes; raise ConfigError naming the JSON pointer of every problem."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigProblem("", "config.json is not UTF-8 text")]) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"config.json is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        ) from None
+    return build(document)
