@@ -6,7 +6,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from server.errors import ModelNotFound
-from server.repository.manager import validate_model_id
+from server.api.paths import parse_model_path
 
 OWNER = "ov-model-server"
 
@@ -34,7 +34,7 @@ async def list_models(request: Request) -> HTTPResponse:
 
 
 async def retrieve_model(request: Request, model_id: str) -> HTTPResponse:
-    model_id = validate_model_id(model_id)
+    model_id = parse_model_path(model_id).model_id
     for obj in _available(request):
         if obj["id"] == model_id:
             return json(obj)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass
 
 from server.errors import BadRequest
@@ -20,7 +21,8 @@ class ModelPath:
 
 
 def parse_model_path(rest: str, actions: tuple[str, ...] = ()) -> ModelPath:
-    rest = rest.strip("/")
+    # Clients encode the slash of `org/name` ids (the openai client sends org%2Fname); the router does not decode it.
+    rest = unquote(rest).strip("/")
     action = None
     for candidate in actions:
         if rest.endswith("/" + candidate):

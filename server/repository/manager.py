@@ -348,6 +348,8 @@ class ModelManager:
             await self._blocking(close)
         except Exception:
             log.exception("model_release_failed", model=instance.model_id, version=instance.version)
+        else:
+            log.info("model_version_released", model=instance.model_id, version=instance.version)
 
     # ---------------------------------------------------------------- explicit load / unload
 

@@ -36,11 +36,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = predicate()
-        except requests.RequestException as exc:
+            value = predicate()
+        except requests.RequestException as exc:  # not listening yet
             last = exc
-        if last:
-            return last
+        else:
+            last = value
+            if value:
+                return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
 
