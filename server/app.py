@@ -7,7 +7,7 @@ import itertools
 
 from sanic import Sanic
 
-from server.api import errors, kserve, observability, openai, tfs
+from server.api import errors, generation, kserve, observability, openai, tfs
 from server.pipelines.base import ModelLoader
 from server.repository.manager import ModelManager
 from server.repository.watcher import RepositoryWatcher
@@ -34,6 +34,7 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     app.blueprint(tfs.bp)
     app.blueprint(kserve.bp)
     app.blueprint(openai.bp)
+    app.blueprint(generation.bp)
 
     @app.before_server_start
     async def start_repository(app: Sanic) -> None:

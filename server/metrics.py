@@ -13,3 +13,5 @@ MODEL_LOADS = Counter("ovms_model_loads_total", "Model version load attempts", [
 LOAD_SECONDS = Histogram(
     "ovms_model_load_duration_seconds", "Time to load one model version", ["model"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 )
+GENERATION_ACTIVE = Gauge("ovms_generation_requests_active", "Sequences the generation engine is running", ["model", "version"])
+GENERATED_TOKENS = Counter("ovms_generated_tokens_total", "Tokens generated", ["model", "version"])

@@ -46,6 +46,7 @@ async def finish_request(request: Request, response: HTTPResponse) -> None:
         status=response.status,
         latency_ms=round(latency * 1000, 2),
         request_id=request.ctx.request_id,
+        **({"user": request.ctx.user} if getattr(request.ctx, "user", None) else {}),
     )
 
 

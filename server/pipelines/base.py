@@ -49,8 +49,8 @@ class ModelLoadError(Exception):
 
 
 class ModelLoader(Protocol):
-    def load(self, version_path: Path, config: ModelConfig) -> LoadedModel:
-        """Blocking: build the pipeline for one version folder. Raises ModelLoadError."""
+    def load(self, version_path: Path, config: ModelConfig, model_id: str) -> LoadedModel:
+        """Blocking: build the pipeline for one version folder of model `model_id`. Raises ModelLoadError."""
 
     def infer_task(self, version_path: Path) -> str | None:
         """Blocking: the task a version folder's files imply, or None when ambiguous."""

@@ -27,7 +27,7 @@ def embedding_pipeline(path: Path, config: ModelConfig, *, pooling: str, normali
 class EmbeddingModel:
     task = "embeddings"
 
-    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
         self.settings = config.task_settings
         self.pipeline = embedding_pipeline(

@@ -23,7 +23,7 @@ def _files(path: Path) -> frozenset[str]:
 
 
 class OpenVINOLoader:
-    def load(self, version_path: Path, config: ModelConfig) -> LoadedModel:
+    def load(self, version_path: Path, config: ModelConfig, model_id: str) -> LoadedModel:
         missing = ir.missing_files(config.task, _files(version_path))
         if missing:
             raise ModelLoadError(
@@ -32,7 +32,7 @@ class OpenVINOLoader:
             )
         try:
             metadata = ir.read_metadata(ir.core().read_model(version_path / ir.MODEL_XML))
-            return _MODEL_CLASSES[config.task](version_path, config, metadata)
+            return _MODEL_CLASSES[config.task](version_path, config, metadata, model_id)
         except Exception as exc:  # OpenVINO raises RuntimeError with C++ traces: log it, show a summary
             raise ModelLoadError(
                 f"version {version_path.name} failed to load: OpenVINO could not build a {config.task} pipeline "

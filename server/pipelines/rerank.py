@@ -14,7 +14,7 @@ from server.repository.config import ModelConfig
 class RerankModel:
     task = "rerank"
 
-    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
         self.settings = config.task_settings
         self.scoring = self.settings["scoring"]

@@ -301,7 +301,7 @@ class ModelManager:
     async def _load(self, model_id: str, version: VersionEntry, config: model_config.ModelConfig) -> Instance | ModelLoadError:
         started = time.monotonic()
         try:
-            loaded = await self._blocking(self._loader.load, version.path, config)
+            loaded = await self._blocking(self._loader.load, version.path, config, model_id)
         except ModelLoadError as exc:
             metrics.MODEL_LOADS.labels(model_id, "failure").inc()
             log.error("model_load_failed", model=model_id, version=version.version, error=exc.message,

@@ -35,7 +35,7 @@ class FakeLoader:
         self.load_calls = 0
         self._lock = threading.Lock()
 
-    def load(self, version_path: Path, config: ModelConfig) -> FakeModel:
+    def load(self, version_path: Path, config: ModelConfig, model_id: str) -> FakeModel:
         with self._lock:
             self.load_calls += 1
         weights_file = version_path / "weights.txt"

@@ -1,0 +1,51 @@
+"""POST /v3/chat/completions and /v3/completions (also under /v3/v1)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from server.api.sse import stream_events
+from server.api.validation import validate_body
+from server.errors import BadRequest
+from server.repository.manager import Instance
+from server.services import generation
+
+TASK = "text_generation"
+
+bp = Blueprint.group(
+    Blueprint("generation", url_prefix="/v3"),
+    Blueprint("generation_v1", url_prefix="/v3/v1"),
+)
+
+
+def _check_task(instance: Instance, route: str) -> None:
+    if instance.task != TASK:
+        raise BadRequest(f"The model '{instance.model_id}' serves task {instance.task}, not text_generation: "
+                         f"it cannot be used with {route}", param="model", code="wrong_model_task")
+
+
+async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResponse:
+    body = validate_body(request, schema)
+    if body.get("user"):
+        request.ctx.user = body["user"]
+    async with request.app.ctx.manager.lease(body["model"]) as instance:
+        _check_task(instance, route)
+        model = instance.model
+        plan = planner(body["model"], model, body)
+        if body.get("stream"):
+            return await stream_events(request, generation.run_stream(model, plan))
+        return json(await generation.run_unary(model, plan))
+
+
+async def chat_completions(request: Request) -> HTTPResponse:
+    return await _serve(request, "chat_completions", generation.plan_chat, "/v3/chat/completions")
+
+
+async def completions(request: Request) -> HTTPResponse:
+    return await _serve(request, "completions", generation.plan_completion, "/v3/completions")
+
+
+for _bp in bp.blueprints:
+    _bp.add_route(chat_completions, "/chat/completions", methods=["POST"], name="chat_completions")
+    _bp.add_route(completions, "/completions", methods=["POST"], name="completions")

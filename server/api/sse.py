@@ -1,0 +1,45 @@
+"""Server-sent events in the OpenAI style: `data: {json}\\n\\n` ... `data: [DONE]\\n\\n`.
+
+An error after the headers went out cannot change the status code: it is sent as an error data
+frame, then [DONE] (the openai client raises APIError with its message)."""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator
+
+import structlog
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from server.api.errors import as_server_error, openai_envelope
+
+log = structlog.get_logger("server.api")
+
+
+def _frame(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+async def stream_events(request: Request, events: AsyncIterator[dict]) -> HTTPResponse:
+    """Send the first event before the headers, so that errors raised before any output (bad model,
+    bad input) still get a proper status code."""
+    iterator = events.__aiter__()
+    first = await iterator.__anext__()
+    response = await request.respond(content_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-request-id": request.ctx.request_id})
+    try:
+        await response.send(_frame(first))
+        async for event in iterator:
+            await response.send(_frame(event))
+    except Exception as exc:  # noqa: BLE001 - after the headers, every error becomes an error frame
+        error = as_server_error(exc)
+        if error.status >= 500 and error is not exc:
+            log.exception("stream_failed", path=request.path, request_id=request.ctx.request_id)
+        await response.send(_frame(openai_envelope(error)))
+    finally:
+        await iterator.aclose() if hasattr(iterator, "aclose") else None
+    await response.send(_frame("[DONE]"))
+    await response.eof()
+    return response

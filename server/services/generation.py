@@ -1,0 +1,356 @@
+"""OpenAI chat/completions and completions on top of the generation engine.
+
+plan_*() turns a validated request body into token ids and one GenerationConfig per choice
+(raising BadRequest with `param` for what the schema cannot check); run_unary() and run_stream()
+produce OpenAI-shaped response bodies and stream chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import openvino_genai as ov_genai
+import structlog
+
+from server.errors import BadRequest, Overloaded, Unsupported
+from server.pipelines.generation import GenerationModel, TokenUpdate
+
+log = structlog.get_logger("server.generation")
+
+
+@dataclass
+class GenerationPlan:
+    kind: str  # "chat" | "completion"
+    model_id: str
+    prompt_ids: list[int]
+    prompt_text: str
+    configs: list[ov_genai.GenerationConfig]
+    stop: list[str] = field(default_factory=list)
+    include_stop: bool = False
+    logprobs: int | None = None  # None: not requested; else how many top entries per token (0 or 1)
+    echo: bool = False
+    include_usage: bool = False
+    response_id: str = ""
+    created: int = 0
+
+    @property
+    def object_name(self) -> str:
+        return "chat.completion" if self.kind == "chat" else "text_completion"
+
+    @property
+    def chunk_object_name(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _message_text(content: str | list[dict]) -> str:
+    return content if isinstance(content, str) else "\n".join(part["text"] for part in content)
+
+
+def chat_prompt(model: GenerationModel, body: dict) -> str:
+    messages = [
+        {"role": "system" if m["role"] == "developer" else m["role"], "content": _message_text(m["content"])}
+        for m in body["messages"]
+    ]
+    try:
+        return model.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, extra_context=body.get("chat_template_kwargs") or {}
+        )
+    except Exception as exc:
+        log.info("chat_template_rejected", error=str(exc)[:500])
+        raise BadRequest(
+            "The model's chat template could not format these messages "
+            "(for example: roles that must alternate, or a role the model does not support)",
+            param="messages",
+        ) from None
+
+
+def _token_ids(model: GenerationModel, text: str, *, add_special_tokens: bool) -> list[int]:
+    encoded = model.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    return encoded.input_ids.data[0].tolist()
+
+
+def _max_new_tokens(model: GenerationModel, body: dict, prompt_tokens: int, prompt_param: str) -> int:
+    settings = model.settings
+    context = model.context_length
+    if prompt_tokens >= context:
+        raise BadRequest(
+            f"This model's maximum context length is {context} tokens, and the prompt has {prompt_tokens} tokens",
+            param=prompt_param, code="context_length_exceeded",
+        )
+    param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    requested = body.get(param)
+    if requested is None:
+        return min(settings["max_tokens_default"], context - prompt_tokens)
+    if requested > settings["max_tokens_limit"]:
+        raise BadRequest(f"'{param}' is {requested}; this model allows at most {settings['max_tokens_limit']}",
+                         param=param)
+    if prompt_tokens + requested > context:
+        raise BadRequest(
+            f"This model's maximum context length is {context} tokens; the prompt has {prompt_tokens} tokens and "
+            f"'{param}' asks for {requested} more", param=param, code="context_length_exceeded",
+        )
+    return requested
+
+
+def _structured_output(body: dict) -> ov_genai.StructuredOutputConfig | None:
+    response_format = body.get("response_format") or {"type": "text"}
+    kind = response_format["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ov_genai.StructuredOutputConfig(json_schema=json.dumps({"type": "object"}))
+    spec = response_format.get("json_schema")
+    if not spec or "schema" not in spec:
+        raise BadRequest("response_format of type json_schema needs json_schema.schema",
+                         param="response_format.json_schema")
+    return ov_genai.StructuredOutputConfig(json_schema=json.dumps(spec["schema"]))
+
+
+def _generation_config(model: GenerationModel, body: dict, max_new_tokens: int, choice: int,
+                       logprobs: bool, structured: ov_genai.StructuredOutputConfig | None) -> ov_genai.GenerationConfig:
+    config = ov_genai.GenerationConfig()
+    defaults = model.default_config
+    config.eos_token_id = defaults.eos_token_id
+    config.stop_token_ids = defaults.stop_token_ids
+    config.max_new_tokens = max_new_tokens
+    temperature = body.get("temperature")
+    if temperature:  # absent or 0: greedy
+        config.do_sample = True
+        config.temperature = temperature
+        if body.get("top_p") is not None:
+            config.top_p = body["top_p"]
+        if body.get("top_k") not in (None, 0, -1):
+            config.top_k = body["top_k"]
+        if body.get("min_p") is not None:
+            config.min_p = body["min_p"]
+    if body.get("seed") is not None:
+        config.rng_seed = body["seed"] + choice  # n choices differ, and repeat with the same seed
+    for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
+        if body.get(name) is not None:
+            setattr(config, name, body[name])
+    if body.get("ignore_eos"):
+        config.ignore_eos = True
+    if logprobs:
+        config.logprobs = 1
+    if structured is not None:
+        config.structured_output_config = structured
+    return config
+
+
+def _stops(body: dict) -> list[str]:
+    stop = body.get("stop")
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _check_stream_options(body: dict) -> None:
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise BadRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+
+
+def plan_chat(model_id: str, model: GenerationModel, body: dict) -> GenerationPlan:
+    _check_stream_options(body)
+    top = body.get("top_logprobs")
+    if top is not None and not body.get("logprobs"):
+        raise BadRequest("'top_logprobs' needs 'logprobs' set to true", param="top_logprobs")
+    if top is not None and top > 1:
+        raise Unsupported("'top_logprobs' above 1 is not supported: OpenVINO GenAI reports the log-probability "
+                          "of the chosen token only", param="top_logprobs")
+    prompt = chat_prompt(model, body)
+    prompt_ids = _token_ids(model, prompt, add_special_tokens=False)  # the template adds special tokens itself
+    logprobs = (top or 0) if body.get("logprobs") else None
+    return _plan("chat", model_id, model, body, prompt, prompt_ids, "messages", logprobs)
+
+
+def plan_completion(model_id: str, model: GenerationModel, body: dict) -> GenerationPlan:
+    _check_stream_options(body)
+    logprobs = body.get("logprobs")
+    if logprobs is not None and logprobs > 1:
+        raise Unsupported("'logprobs' above 1 is not supported: OpenVINO GenAI reports the log-probability "
+                          "of the chosen token only", param="logprobs")
+    if body.get("echo") and logprobs is not None:
+        raise Unsupported("'echo' together with 'logprobs' is not supported (no prompt log-probabilities)",
+                          param="echo")
+    prompt = body["prompt"]
+    if not prompt:
+        raise BadRequest("'prompt' must not be empty", param="prompt")
+    prompt_ids = _token_ids(model, prompt, add_special_tokens=True)
+    return _plan("completion", model_id, model, body, prompt, prompt_ids, "prompt", logprobs)
+
+
+def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: str, prompt_ids: list[int],
+          prompt_param: str, logprobs: int | None) -> GenerationPlan:
+    max_new_tokens = _max_new_tokens(model, body, len(prompt_ids), prompt_param)
+    structured = _structured_output(body)
+    n = body.get("n") or 1
+    configs = [_generation_config(model, body, max_new_tokens, i, logprobs is not None, structured) for i in range(n)]
+    for config in configs:
+        try:
+            config.validate()
+        except Exception:
+            raise BadRequest("These sampling parameters do not form a valid generation configuration") from None
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    return GenerationPlan(
+        kind=kind, model_id=model_id, prompt_ids=prompt_ids, prompt_text=prompt, configs=configs,
+        stop=_stops(body), include_stop=bool(body.get("include_stop_str_in_output")), logprobs=logprobs,
+        echo=bool(body.get("echo")), include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        response_id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()),
+    )
+
+
+# ----------------------------------------------------------------------------- running
+
+
+async def _merged(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[tuple[int, TokenUpdate]]:
+    """Updates of all n choices as they come; leaving early cancels every choice."""
+    if len(plan.configs) == 1:
+        async for update in model.engine.generate(plan.prompt_ids, plan.configs[0], stop=plan.stop,
+                                                  include_stop=plan.include_stop):
+            yield 0, update
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, config: ov_genai.GenerationConfig) -> None:
+        async for update in model.engine.generate(plan.prompt_ids, config, stop=plan.stop, include_stop=plan.include_stop):
+            await queue.put((index, update))
+
+    tasks = [asyncio.create_task(pump(i, c)) for i, c in enumerate(plan.configs)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, update = await queue.get()
+            if update.finish_reason or update.error:
+                remaining -= 1
+            yield index, update
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Choice:
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.finish_reason: str | None = None
+
+
+def _chat_logprobs(model: GenerationModel, token_ids: list[int], logprobs: list[float], top: int) -> dict:
+    content = []
+    for token_id, logprob in zip(token_ids, logprobs):
+        token = model.tokenizer.decode([token_id])
+        entry = {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+        entry["top_logprobs"] = [dict(entry)] if top else []
+        content.append(entry)
+    return {"content": content}
+
+
+def _completion_logprobs(model: GenerationModel, token_ids: list[int], logprobs: list[float], top: int,
+                         offset: int) -> dict:
+    tokens = [model.tokenizer.decode([t]) for t in token_ids]
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": list(logprobs),
+        "top_logprobs": [{t: lp} for t, lp in zip(tokens, logprobs)] if top else None,
+        "text_offset": offsets,
+    }
+
+
+def _usage(plan: GenerationPlan, completion_tokens: int) -> dict:
+    prompt_tokens = len(plan.prompt_ids)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _raise_engine_error(error: str) -> None:
+    raise Overloaded(f"Generation failed: {error}")
+
+
+async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
+    choices = [_Choice() for _ in plan.configs]
+    async for index, update in _merged(model, plan):
+        if update.error:
+            _raise_engine_error(update.error)
+        choice = choices[index]
+        choice.text.append(update.text)
+        choice.token_ids.extend(update.token_ids)
+        choice.logprobs.extend(update.logprobs)
+        if update.finish_reason:
+            choice.finish_reason = update.finish_reason
+    body_choices = []
+    for index, choice in enumerate(choices):
+        text = "".join(choice.text)
+        if plan.kind == "chat":
+            entry = {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                     "finish_reason": choice.finish_reason}
+            if plan.logprobs is not None:
+                entry["logprobs"] = _chat_logprobs(model, choice.token_ids, choice.logprobs, plan.logprobs)
+        else:
+            prefix = plan.prompt_text if plan.echo else ""
+            entry = {"index": index, "text": prefix + text, "logprobs": None, "finish_reason": choice.finish_reason}
+            if plan.logprobs is not None:
+                entry["logprobs"] = _completion_logprobs(model, choice.token_ids, choice.logprobs, plan.logprobs,
+                                                         len(prefix))
+        body_choices.append(entry)
+    return {
+        "id": plan.response_id, "object": plan.object_name, "created": plan.created, "model": plan.model_id,
+        "choices": body_choices, "usage": _usage(plan, sum(len(c.token_ids) for c in choices)),
+    }
+
+
+def _chunk(plan: GenerationPlan, choices: list[dict], usage: dict | None = None) -> dict:
+    chunk = {"id": plan.response_id, "object": plan.chunk_object_name, "created": plan.created,
+             "model": plan.model_id, "choices": choices}
+    if plan.include_usage:
+        chunk["usage"] = usage
+    return chunk
+
+
+def _delta_choice(model: GenerationModel, plan: GenerationPlan, index: int, update: TokenUpdate, offset: int) -> dict:
+    if plan.kind == "chat":
+        choice = {"index": index, "delta": {"content": update.text} if update.text else {}, "logprobs": None,
+                  "finish_reason": update.finish_reason}
+        if plan.logprobs is not None and update.token_ids:
+            choice["logprobs"] = _chat_logprobs(model, update.token_ids, update.logprobs, plan.logprobs)
+    else:
+        choice = {"index": index, "text": update.text, "logprobs": None, "finish_reason": update.finish_reason}
+        if plan.logprobs is not None and update.token_ids:
+            choice["logprobs"] = _completion_logprobs(model, update.token_ids, update.logprobs, plan.logprobs, offset)
+    return choice
+
+
+async def run_stream(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[dict]:
+    """Chunks in OpenAI's order: role (chat) or echo (completions) first, deltas, finish, then usage."""
+    for index in range(len(plan.configs)):
+        if plan.kind == "chat":
+            yield _chunk(plan, [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                 "finish_reason": None}])
+        elif plan.echo:
+            yield _chunk(plan, [{"index": index, "text": plan.prompt_text, "logprobs": None, "finish_reason": None}])
+    completion_tokens = 0
+    offsets = [len(plan.prompt_text) if plan.echo else 0] * len(plan.configs)
+    async for index, update in _merged(model, plan):
+        if update.error:
+            _raise_engine_error(update.error)
+        completion_tokens += len(update.token_ids)
+        finish = update.finish_reason
+        if update.text or (plan.logprobs is not None and update.token_ids):
+            content = TokenUpdate(text=update.text, token_ids=update.token_ids, logprobs=update.logprobs)
+            yield _chunk(plan, [_delta_choice(model, plan, index, content, offsets[index])])
+            offsets[index] += len(update.text)
+        if finish:  # OpenAI ends each choice with a chunk of its own: empty delta + finish_reason
+            yield _chunk(plan, [_delta_choice(model, plan, index, TokenUpdate(finish_reason=finish), offsets[index])])
+    if plan.include_usage:
+        yield _chunk(plan, [], _usage(plan, completion_tokens))
