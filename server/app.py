@@ -7,7 +7,7 @@ import itertools
 
 from sanic import Sanic
 
-from server.api import errors, generation, kserve, observability, openai, tfs
+from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, tfs
 from server.pipelines.base import ModelLoader
 from server.repository.manager import ModelManager
 from server.repository.watcher import RepositoryWatcher
@@ -35,6 +35,8 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     app.blueprint(kserve.bp)
     app.blueprint(openai.bp)
     app.blueprint(generation.bp)
+    app.blueprint(embeddings.bp)
+    app.blueprint(cohere.bp)
 
     @app.before_server_start
     async def start_repository(app: Sanic) -> None:

@@ -6,9 +6,8 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from server.api.sse import stream_events
+from server.api.tasks import check_task
 from server.api.validation import validate_body
-from server.errors import BadRequest
-from server.repository.manager import Instance
 from server.services import generation
 
 TASK = "text_generation"
@@ -19,18 +18,12 @@ bp = Blueprint.group(
 )
 
 
-def _check_task(instance: Instance, route: str) -> None:
-    if instance.task != TASK:
-        raise BadRequest(f"The model '{instance.model_id}' serves task {instance.task}, not text_generation: "
-                         f"it cannot be used with {route}", param="model", code="wrong_model_task")
-
-
 async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResponse:
     body = validate_body(request, schema)
     if body.get("user"):
         request.ctx.user = body["user"]
     async with request.app.ctx.manager.lease(body["model"]) as instance:
-        _check_task(instance, route)
+        check_task(instance, TASK, route)
         model = instance.model
         plan = planner(body["model"], model, body)
         if body.get("stream"):

@@ -1,12 +1,15 @@
-"""embeddings: a TextEmbeddingPipeline per loaded version."""
+"""embeddings: a TextEmbeddingPipeline per loaded version, fed by a micro-batcher."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import openvino_genai as ov_genai
 
 from server.pipelines.base import ModelMetadata
+from server.pipelines.batching import MicroBatcher
 from server.repository.config import ModelConfig
 
 POOLING = {
@@ -16,12 +19,80 @@ POOLING = {
 }
 
 
-def embedding_pipeline(path: Path, config: ModelConfig, *, pooling: str, normalize: bool, max_length: int) -> ov_genai.TextEmbeddingPipeline:
+def embedding_pipeline(path: Path, config: ModelConfig, *, pooling: str, normalize: bool,
+                       max_length: int) -> ov_genai.TextEmbeddingPipeline:
     pipeline_config = ov_genai.TextEmbeddingPipeline.Config()
     pipeline_config.pooling_type = POOLING[pooling]
     pipeline_config.normalize = normalize
     pipeline_config.max_length = max_length
     return ov_genai.TextEmbeddingPipeline(str(path), config.device, pipeline_config, **config.plugin_config)
+
+
+def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
+    try:
+        return list(tokenizer.get_vocab_vector())
+    except RuntimeError:  # no detokenizer in the IR
+        pass
+    try:
+        vocab = json.loads((path / "tokenizer.json").read_text())["model"]["vocab"]
+        if isinstance(vocab, dict):
+            pieces = [""] * (max(vocab.values()) + 1)
+            for piece, index in vocab.items():
+                pieces[index] = piece
+            return pieces
+        return [entry[0] for entry in vocab]  # unigram: [[piece, score], ...]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pass
+    try:
+        return (path / "vocab.txt").read_text().splitlines()
+    except OSError:
+        return []
+
+
+class TextEmbedder:
+    """Embeds texts in micro-batches; also counts tokens with its own tokenizer (used on the event loop,
+    never beside the pipeline's)."""
+
+    def __init__(self, path: Path, config: ModelConfig, *, pooling: str, normalize: bool, max_length: int,
+                 max_batch_size: int, batch_wait_ms: float, name: str) -> None:
+        self.max_length = max_length
+        self._path = path
+        self._vocabulary: list[str] | None = None
+        self.pipeline = embedding_pipeline(path, config, pooling=pooling, normalize=normalize, max_length=max_length)
+        self.tokenizer = ov_genai.Tokenizer(str(path))
+        # A first call compiles the shapes and tells the dimension; a broken IR fails here, at load time.
+        self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
+        self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
+            self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name)
+
+    def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
+        vectors = self.pipeline.embed_documents(texts)
+        return [np.asarray(v, dtype=np.float32) for v in vectors]
+
+    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+        return await self.batcher.submit(texts)
+
+    def vocabulary(self) -> list[str] | None:
+        """Token id -> piece, for token-id inputs: from the detokenizer if the model has one, else from
+        the tokenizer.json / vocab.txt that optimum exports beside the IR. None when neither exists."""
+        if self._vocabulary is None:
+            self._vocabulary = _read_vocabulary(self.tokenizer, self._path)
+        return self._vocabulary or None
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        encoded = self.tokenizer.encode(texts)
+        return [int(n) for n in encoded.attention_mask.data.sum(axis=1)]
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.pipeline = None
+        self.tokenizer = None
 
 
 class EmbeddingModel:
@@ -30,13 +101,11 @@ class EmbeddingModel:
     def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
         self.settings = config.task_settings
-        self.pipeline = embedding_pipeline(
-            path,
-            config,
-            pooling=self.settings["pooling"],
-            normalize=self.settings["normalize"],
-            max_length=self.settings["max_length"],
+        self.embedder = TextEmbedder(
+            path, config, pooling=self.settings["pooling"], normalize=self.settings["normalize"],
+            max_length=self.settings["max_length"], max_batch_size=self.settings["max_batch_size"],
+            batch_wait_ms=self.settings["batch_wait_ms"], name=f"{model_id}:{path.name}",
         )
 
     def close(self) -> None:
-        self.pipeline = None
+        self.embedder.close()

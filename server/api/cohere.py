@@ -1,0 +1,71 @@
+"""Cohere-compatible routes under /v3: rerank (v1, v2 and unversioned) and embed (v1, v2).
+
+The Cohere SDK appends `v1/rerank`, `v2/rerank`, `v1/embed`, `v2/embed` to base_url; errors are
+rendered as {"message": ...} for these paths (see api/errors.py)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from server.api.tasks import check_task, model_or_default
+from server.api.validation import validate_body
+from server.errors import Unsupported
+from server.services import embeddings, rerank
+
+bp = Blueprint("cohere", url_prefix="/v3")
+
+
+async def _rerank(request: Request, api_version: str, route: str) -> HTTPResponse:
+    body = validate_body(request, "rerank")
+    manager = request.app.ctx.manager
+    model_id = model_or_default(manager, body, "rerank")
+    async with manager.lease(model_id) as instance:
+        check_task(instance, "rerank", route)
+        ranked = await rerank.rerank(instance.model, body)
+    return json(rerank.response(body, ranked, api_version))
+
+
+@bp.post("/rerank")
+async def rerank_unversioned(request: Request) -> HTTPResponse:
+    return await _rerank(request, "1", "/v3/rerank")
+
+
+@bp.post("/v1/rerank")
+async def rerank_v1(request: Request) -> HTTPResponse:
+    return await _rerank(request, "1", "/v3/v1/rerank")
+
+
+@bp.post("/v2/rerank")
+async def rerank_v2(request: Request) -> HTTPResponse:
+    return await _rerank(request, "2", "/v3/v2/rerank")
+
+
+async def _embed(request: Request, schema: str, route: str):
+    body = validate_body(request, schema)
+    if body.get("truncate") == "START":
+        raise Unsupported("truncate START is not supported: inputs can only be truncated at the END",
+                          param="truncate")
+    manager = request.app.ctx.manager
+    model_id = model_or_default(manager, body, "embeddings")
+    async with manager.lease(model_id) as instance:
+        check_task(instance, "embeddings", route)
+        model = instance.model
+        truncate = model.settings["truncate"] if body.get("truncate") is None else body["truncate"] == "END"
+        vectors, tokens = await embeddings.embed(model.embedder, body["texts"], truncate=truncate, param="texts")
+        dimension = body.get("output_dimension")
+        vectors = embeddings.resize(vectors, dimension, model.embedder.dimension,
+                                    normalize=model.settings["normalize"], param="output_dimension")
+    return body, vectors, tokens
+
+
+@bp.post("/v1/embed")
+async def embed_v1(request: Request) -> HTTPResponse:
+    body, vectors, tokens = await _embed(request, "cohere_embed_v1", "/v3/v1/embed")
+    return json(embeddings.cohere_v1_response(body["texts"], vectors, tokens, by_type=bool(body.get("embedding_types"))))
+
+
+@bp.post("/v2/embed")
+async def embed_v2(request: Request) -> HTTPResponse:
+    body, vectors, tokens = await _embed(request, "cohere_embed_v2", "/v3/v2/embed")
+    return json(embeddings.cohere_v2_response(body["texts"], vectors, tokens))

@@ -1,0 +1,110 @@
+"""OpenAI embeddings and Cohere embed on top of the micro-batched TextEmbedder."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import numpy as np
+
+from server.errors import BadRequest
+from server.pipelines.embeddings import TextEmbedder
+
+
+def input_texts(embedder: TextEmbedder, value: str | list) -> list[str]:
+    """OpenAI `input` in any of its forms -> texts. TextEmbeddingPipeline takes text and embedding
+    models ship no detokenizer, so token ids (of this model's vocabulary) are joined back into text
+    from the vocabulary pieces: exact for WordPiece, BPE and SentencePiece word markers."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value[0], str):
+        return list(value)
+    batches = [value] if isinstance(value[0], int) else value
+    vocabulary = embedder.vocabulary()
+    if vocabulary is None:
+        raise BadRequest("This model cannot take token ids (it has no detokenizer or vocabulary file): send text",
+                         param="input")
+    texts = []
+    for index, ids in enumerate(batches):
+        if max(ids) >= len(vocabulary):
+            raise BadRequest(f"Input {index} has token id {max(ids)}, beyond this model's vocabulary of "
+                             f"{len(vocabulary)}", param="input")
+        texts.append(_join_pieces(vocabulary[i] for i in ids))
+    return texts
+
+
+def _join_pieces(pieces) -> str:
+    text = ""
+    for piece in pieces:
+        if piece.startswith("##"):
+            text += piece[2:]
+        elif piece[:1] in ("\u2581", "\u0120"):  # SentencePiece / byte-level BPE word start
+            text += " " + piece[1:]
+        else:
+            text += " " + piece
+    return text.strip()
+
+
+async def embed(embedder: TextEmbedder, texts: list[str], *, truncate: bool, param: str) -> tuple[list[np.ndarray], int]:
+    """Vectors in input order, and the number of tokens embedded."""
+    counts = embedder.token_counts(texts)
+    limit = embedder.max_length
+    if not truncate:
+        for index, count in enumerate(counts):
+            if count > limit:
+                raise BadRequest(
+                    f"Input {index} has {count} tokens; this model accepts at most {limit} "
+                    "(shorten it, or enable truncation: embeddings.truncate in the model's config.json)",
+                    param=param, code="input_too_long")
+    vectors = await embedder.embed(texts)
+    return vectors, sum(min(count, limit) for count in counts)
+
+
+def resize(vectors: list[np.ndarray], dimensions: int | None, dimension: int, *, normalize: bool,
+           param: str) -> list[np.ndarray]:
+    """Matryoshka-style: keep the first `dimensions` values, then re-normalize."""
+    if dimensions is None or dimensions == dimension:
+        return vectors
+    if dimensions > dimension:
+        raise BadRequest(f"'{param}' is {dimensions}; this model's embeddings have {dimension} dimensions",
+                         param=param)
+    cut = [v[:dimensions] for v in vectors]
+    if normalize:
+        cut = [v / max(float(np.linalg.norm(v)), 1e-12) for v in cut]
+    return cut
+
+
+def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return [float(x) for x in vector]
+
+
+def openai_response(model_id: str, vectors: list[np.ndarray], tokens: int, encoding_format: str) -> dict:
+    return {
+        "object": "list",
+        "model": model_id,
+        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, encoding_format)}
+                 for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _floats(vectors: list[np.ndarray]) -> list[list[float]]:
+    return [[float(x) for x in v] for v in vectors]
+
+
+def _meta(version: str, tokens: int) -> dict:
+    return {"api_version": {"version": version}, "billed_units": {"input_tokens": tokens}}
+
+
+def cohere_v1_response(texts: list[str], vectors: list[np.ndarray], tokens: int, by_type: bool) -> dict:
+    body = {"id": str(uuid.uuid4()), "texts": texts, "meta": _meta("1", tokens)}
+    if by_type:
+        return {"response_type": "embeddings_by_type", "embeddings": {"float": _floats(vectors)}, **body}
+    return {"response_type": "embeddings_floats", "embeddings": _floats(vectors), **body}
+
+
+def cohere_v2_response(texts: list[str], vectors: list[np.ndarray], tokens: int) -> dict:
+    return {"id": str(uuid.uuid4()), "embeddings": {"float": _floats(vectors)}, "texts": texts,
+            "meta": _meta("2", tokens)}

@@ -1,0 +1,83 @@
+"""Cohere rerank: chunk long documents, score (query, chunk) pairs, a document scores its best chunk."""
+
+from __future__ import annotations
+
+import uuid
+
+from server.errors import BadRequest
+from server.pipelines.rerank import RerankModel
+
+DEFAULT_MAX_CHUNKS = 64
+
+
+def document_texts(documents: list) -> list[str]:
+    return [d if isinstance(d, str) else d["text"] for d in documents]
+
+
+def chunk(model: RerankModel, text: str, budget: int, max_chunks: int) -> list[str]:
+    """Split text into pieces of at most `budget` tokens, at word boundaries (a single over-long word
+    is cut by characters)."""
+    words = text.split()
+    if not words:
+        return [text]
+    counts = model.token_counts(words)
+    if sum(counts) <= budget:
+        return [text]
+    chunks: list[str] = []
+    current: list[str] = []
+    used = 0
+    for word, count in zip(words, counts):
+        if count > budget:  # pathological word: cut it into proportional character slices
+            step = max(1, len(word) * budget // count)
+            pieces = [word[i : i + step] for i in range(0, len(word), step)]
+        else:
+            pieces = [word]
+        for piece in pieces:
+            size = min(count, budget) if piece is word else budget
+            if used + size > budget and current:
+                chunks.append(" ".join(current))
+                current, used = [], 0
+            current.append(piece)
+            used += size
+    if current:
+        chunks.append(" ".join(current))
+    return chunks[:max_chunks]
+
+
+async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
+    settings = model.settings
+    documents = document_texts(body["documents"])
+    if len(documents) > settings["max_documents"]:
+        raise BadRequest(f"{len(documents)} documents sent; this model accepts at most {settings['max_documents']}",
+                         param="documents")
+    (query_tokens,) = model.token_counts([body["query"]])
+    if query_tokens > settings["max_query_tokens"]:
+        raise BadRequest(f"The query has {query_tokens} tokens; this model accepts at most "
+                         f"{settings['max_query_tokens']}", param="query")
+    budget = model.document_budget(query_tokens)
+    if body.get("max_tokens_per_doc"):
+        budget = min(budget, body["max_tokens_per_doc"])
+    if budget < 1:
+        raise BadRequest("The query leaves no room for documents within the model's max_length", param="query")
+    max_chunks = body.get("max_chunks_per_doc") or DEFAULT_MAX_CHUNKS
+    chunks = [chunk(model, text, budget, max_chunks) for text in documents]
+    flat = [piece for pieces in chunks for piece in pieces]
+    scores = await model.score(body["query"], flat)
+    best, position = [], 0
+    for pieces in chunks:
+        best.append(max(scores[position : position + len(pieces)]))
+        position += len(pieces)
+    ranked = sorted(enumerate(best), key=lambda item: item[1], reverse=True)
+    return ranked[: body.get("top_n") or len(ranked)]
+
+
+def response(body: dict, ranked: list[tuple[int, float]], api_version: str) -> dict:
+    documents = document_texts(body["documents"])
+    results = []
+    for index, score in ranked:
+        result = {"index": index, "relevance_score": score}
+        if body.get("return_documents"):
+            result["document"] = {"text": documents[index]}
+        results.append(result)
+    return {"id": str(uuid.uuid4()), "results": results,
+            "meta": {"api_version": {"version": api_version}, "billed_units": {"search_units": 1}}}
