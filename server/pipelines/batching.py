@@ -11,6 +11,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Generic, Sequence, TypeVar
 
+from server import metrics
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -19,6 +21,7 @@ class MicroBatcher(Generic[T, R]):
     def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, wait_s: float,
                  name: str) -> None:
         self._run_batch = run_batch
+        self._batch_size = metrics.BATCH_SIZE.labels(name)
         self._max = max_batch_size
         self._wait = wait_s
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
@@ -53,6 +56,7 @@ class MicroBatcher(Generic[T, R]):
                 batch = [(item, future) for item, future in batch if not future.done()]  # caller gone
                 if not batch:
                     continue
+                self._batch_size.observe(len(batch))
                 try:
                     results = await loop.run_in_executor(self._executor, self._run_batch, [i for i, _ in batch])
                 except Exception as exc:  # fail this batch's requests, keep serving

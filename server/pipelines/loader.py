@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from server.pipelines import ir
@@ -10,6 +11,11 @@ from server.pipelines.embeddings import EmbeddingModel
 from server.pipelines.generation import GenerationModel
 from server.pipelines.rerank import RerankModel
 from server.repository.config import ModelConfig
+
+# One pipeline is built at a time: two cross-encoder builds running side by side (compile_model, then
+# the tokenizers' first encode) were seen to deadlock the whole process, and on a 2-core machine
+# parallel compiles buy little anyway.
+_BUILD_LOCK = threading.Lock()
 
 _MODEL_CLASSES = {
     "text_generation": GenerationModel,
@@ -31,8 +37,9 @@ class OpenVINOLoader:
                 code="FAILED_PRECONDITION",
             )
         try:
-            metadata = ir.read_metadata(ir.core().read_model(version_path / ir.MODEL_XML))
-            return _MODEL_CLASSES[config.task](version_path, config, metadata, model_id)
+            with _BUILD_LOCK:
+                metadata = ir.read_metadata(ir.core().read_model(version_path / ir.MODEL_XML))
+                return _MODEL_CLASSES[config.task](version_path, config, metadata, model_id)
         except Exception as exc:  # OpenVINO raises RuntimeError with C++ traces: log it, show a summary
             raise ModelLoadError(
                 f"version {version_path.name} failed to load: OpenVINO could not build a {config.task} pipeline "

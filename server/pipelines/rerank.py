@@ -1,17 +1,15 @@
-"""rerank: a cross-encoder on TextRerankPipeline, or an embedding model scored by cosine similarity.
-
-Both score (query, text) pairs through a micro-batcher, so concurrent requests share pipeline calls.
-TextRerankPipeline takes one query per call: a batch is grouped by query, one call per distinct query.
-"""
+"""rerank: a cross-encoder (sequence classification, one logit), or an embedding model scored by
+cosine similarity. Both score (query, text) pairs through a micro-batcher, so concurrent requests
+share inferences."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import openvino_genai as ov_genai
 
+from server.pipelines import ir
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
@@ -20,39 +18,73 @@ from server.repository.config import ModelConfig
 Pair = tuple[str, str]
 
 
+def _rows(encoded: ov_genai.TokenizedInputs) -> list[list[int]]:
+    ids, mask = encoded.input_ids.data, encoded.attention_mask.data
+    return [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]
+
+
 class CrossEncoderScorer:
-    # [CLS] query [SEP] text [SEP]: the query shares the model's window with each document
-    special_tokens = 3
+    """Scores (query, text) pairs with the sequence-classification IR, run directly with OpenVINO: pairs
+    from different requests share one inference, which TextRerankPipeline (one query per call) cannot
+    do. (TextRerankPipeline 2026.4 also corrupted the heap on batches of very short texts here.)
+
+    Pairs are laid out as the tokenizer frames a single text, BERT style: prefix + query + suffix +
+    text + suffix (e.g. [CLS] q [SEP] t [SEP]), with token_type_ids 0 then 1; score = sigmoid(logit)."""
+
     query_in_window = True
 
     def __init__(self, path: Path, config: ModelConfig, settings: dict, name: str) -> None:
-        rerank_config = ov_genai.TextRerankPipeline.Config()
-        rerank_config.max_length = settings["max_length"]
-        rerank_config.top_n = max(settings["max_batch_size"], 1) * 64  # the default (3) would drop pairs
-        self.pipeline = ov_genai.TextRerankPipeline(str(path), config.device, rerank_config, **config.plugin_config)
-        self.tokenizer = ov_genai.Tokenizer(str(path))
-        self.pipeline.rerank("warm up", ["warm up"])  # compiles, and fails now for a broken IR
+        self.max_length = settings["max_length"]
+        model = ir.core().read_model(path / ir.MODEL_XML)
+        self._input_names = {name for port in model.inputs for name in port.get_names()}
+        if "input_ids" not in self._input_names:
+            raise ValueError("a cross-encoder needs an input_ids input")
+        self._compiled = ir.core().compile_model(model, config.device, dict(config.plugin_config))
+        self._request = self._compiled.create_infer_request()  # used by the batch thread only
+        self.tokenizer = ov_genai.Tokenizer(str(path))  # event loop: token counts
+        self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # batch thread
+        framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
+        bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
+        at = framed.index(bare[0])
+        self._prefix, self._suffix = framed[:at], framed[at + len(bare):]
+        self.special_tokens = len(self._prefix) + 2 * len(self._suffix)
+        pad = self.tokenizer.get_pad_token_id()
+        self._pad = pad if pad >= 0 else 0
+        self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
             self._score_batch, max_batch_size=settings["max_batch_size"], wait_s=settings["batch_wait_ms"] / 1000,
             name=name)
 
     def _score_batch(self, pairs: list[Pair]) -> list[float]:
-        by_query: dict[str, list[int]] = defaultdict(list)
-        for position, (query, _) in enumerate(pairs):
-            by_query[query].append(position)
-        scores = [0.0] * len(pairs)
-        for query, positions in by_query.items():
-            texts = [pairs[p][1] for p in positions]
-            for index, score in self.pipeline.rerank(query, texts):
-                scores[positions[index]] = float(score)
-        return scores
+        encode = self._batch_tokenizer.encode
+        queries = _rows(encode([q for q, _ in pairs], add_special_tokens=False))
+        texts = _rows(encode([t for _, t in pairs], add_special_tokens=False))
+        rows, types = [], []
+        for query, text in zip(queries, texts):
+            first = self._prefix + query + self._suffix
+            row = (first + text + self._suffix)[: self.max_length]
+            rows.append(row)
+            types.append(([0] * len(first) + [1] * (len(row) - len(first)))[: len(row)])
+        width = max(len(row) for row in rows)
+        input_ids = np.full((len(rows), width), self._pad, dtype=np.int64)
+        attention = np.zeros((len(rows), width), dtype=np.int64)
+        token_types = np.zeros((len(rows), width), dtype=np.int64)
+        for i, (row, kinds) in enumerate(zip(rows, types)):
+            input_ids[i, : len(row)] = row
+            attention[i, : len(row)] = 1
+            token_types[i, : len(kinds)] = kinds
+        inputs = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": token_types}
+        result = self._request.infer({k: v for k, v in inputs.items() if k in self._input_names})
+        logits = np.asarray(result[self._compiled.output(0)], dtype=np.float64).reshape(len(rows), -1)[:, 0]
+        return [float(x) for x in 1.0 / (1.0 + np.exp(-logits))]
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
         return await self.batcher.submit([(query, text) for text in texts])
 
     def close(self) -> None:
         self.batcher.close()
-        self.pipeline = None
+        self._request = None
+        self._compiled = None
 
 
 class CosineScorer:
