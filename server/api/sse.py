@@ -6,7 +6,7 @@ frame, then [DONE] (the openai client raises APIError with its message)."""
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+from typing import AsyncGenerator
 
 import structlog
 from sanic import Request
@@ -22,16 +22,15 @@ def _frame(payload: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def stream_events(request: Request, events: AsyncIterator[dict]) -> HTTPResponse:
+async def stream_events(request: Request, events: AsyncGenerator[dict, None]) -> HTTPResponse:
     """Send the first event before the headers, so that errors raised before any output (bad model,
     bad input) still get a proper status code."""
-    iterator = events.__aiter__()
-    first = await iterator.__anext__()
+    first = await anext(events)
     response = await request.respond(content_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-request-id": request.ctx.request_id})
     try:
         await response.send(_frame(first))
-        async for event in iterator:
+        async for event in events:
             await response.send(_frame(event))
     except Exception as exc:  # noqa: BLE001 - after the headers, every error becomes an error frame
         error = as_server_error(exc)
@@ -39,7 +38,7 @@ async def stream_events(request: Request, events: AsyncIterator[dict]) -> HTTPRe
             log.exception("stream_failed", path=request.path, request_id=request.ctx.request_id)
         await response.send(_frame(openai_envelope(error)))
     finally:
-        await iterator.aclose() if hasattr(iterator, "aclose") else None
+        await events.aclose()  # on client disconnect too: cancels the generation
     await response.send(_frame("[DONE]"))
     await response.eof()
     return response
