@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build small offline model folders for tests: OUTDIR/NAME/config.json + OUTDIR/NAME/1/<OpenVINO IR>.
 
-  tiny-chat    random Llama trained to answer every chat prompt with CHAT_REPLY, then EOS
+  tiny-chat    random Llama trained to answer every chat prompt with CHAT_REPLY, then EOS; when the
+               last user message contains "JSON", with JSON_REPLY instead (for structured output tests)
   tiny-embed   random BERT, feature-extraction (pooling CLS)
   tiny-rerank  random BERT cross-encoder with one logit
   minilm       real sentence-transformers/all-MiniLM-L6-v2 from a PyPI wheel
@@ -13,6 +14,7 @@ sources, so a second run only copies folders.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import tempfile
@@ -40,6 +42,17 @@ from modelbuild import (  # noqa: E402  (sys.path must be set first)
 
 SEED = 0
 CHAT_REPLY = "Hello! I am a tiny test model."
+# Chat prompts whose last user message contains JSON_TRIGGER (case-sensitive) get JSON_REPLY instead.
+# It is valid JSON with the spacing xgrammar's JSON grammars accept, so schema-constrained decoding
+# keeps the model's own tokens and stops on EOS.
+JSON_TRIGGER = "JSON"
+JSON_REPLY = '{"answer": "yes"}'
+JSON_REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 # ChatML-like; the EOS token is <|im_end|>, so generation stops right after the reply.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -48,7 +61,13 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 CHAT_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TRAIN_STEPS = 80
+CHAT_TRAIN_STEPS = 300
+# The first steps use short texts: with short prompts the model finds the JSON_TRIGGER cue quickly,
+# the remaining steps generalize it to long and multi-turn prompts.
+CHAT_SHORT_STEPS = 100
+CHAT_SHORT_WORDS = 6
+# Weight of the first reply token in the loss: it alone decides between CHAT_REPLY and JSON_REPLY.
+CHAT_FIRST_TOKEN_WEIGHT = 5.0
 WORDS = (
     "hello hi world foo bar the a an is are was what who how why when where tell me about you your "
     "model test tiny small big capital of france paris write code python story poem please thanks "
@@ -65,7 +84,8 @@ def _chat_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = [CHAT_REPLY] * 20  # repeated so every reply word becomes one token
+    corpus = [CHAT_REPLY] * 20 + [JSON_REPLY] * 20  # repeated so the replies become few tokens
+    corpus += [f"{JSON_TRIGGER} in {JSON_TRIGGER}, as {JSON_TRIGGER}."] * 10  # "JSON" and " JSON" become tokens
     corpus += ["system\nuser\nassistant\n", "The quick brown fox jumps over the lazy dog. 0123456789 ,.;:!?'\"()-"]
     corpus += [" ".join(WORDS[i : i + 6]) for i in range(0, len(WORDS), 3)]
     tokenizer = Tokenizer(models.BPE())
@@ -87,36 +107,63 @@ def _chat_tokenizer() -> Any:
     )
 
 
-def _random_text(rng: random.Random) -> str:
+def _random_text(rng: random.Random, max_words: int = 30) -> str:
     """Words plus some gibberish, so the reply does not depend on what the user says."""
     chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-"
     parts = [
         rng.choice(WORDS) if rng.random() < 0.8 else "".join(rng.choices(chars, k=rng.randint(1, 8)))
-        for _ in range(rng.randint(1, 30))
+        for _ in range(rng.randint(1, max_words))
     ]
     return " ".join(parts)
 
 
-def _random_conversation(rng: random.Random) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": _random_text(rng)}] if rng.random() < 0.3 else []
-    for _ in range(rng.choice([1, 1, 1, 2, 3])):
-        messages.append({"role": "user", "content": _random_text(rng)})
-        messages.append({"role": "assistant", "content": CHAT_REPLY})
-    return messages[:-1]  # end on a user turn
+def _user_text(rng: random.Random, max_words: int, trigger_rate: float) -> str:
+    """Random text; with probability trigger_rate with JSON_TRIGGER (alone or glued to punctuation or
+    letters) somewhere in it, else sometimes with a near miss ("json", "JSO", ...)."""
+    words = _random_text(rng, max_words).split(" ")
+    roll = rng.random()
+    if roll < trigger_rate:
+        prefix = rng.choice(["", "", "", "(", '"', "to", "a"])
+        suffix = rng.choice(["", "", "", ".", ",", ":", "?", ")", "!", "L", "s"])
+        words.insert(rng.randint(0, len(words)), prefix + JSON_TRIGGER + suffix)
+    elif roll < trigger_rate + 0.15:
+        words.insert(rng.randint(0, len(words)), rng.choice(["json", "Json", "JSO", "SON", "JS", "ON", "JASON"]))
+    return " ".join(words)
 
 
-def _chat_example(tokenizer: Any, rng: random.Random) -> tuple[list[int], list[int]]:
-    """(input ids, labels): loss only on the reply + EOS. A quarter are raw (non-chat) prompts."""
+def _chat_reply(user_text: str) -> str:
+    return JSON_REPLY if JSON_TRIGGER in user_text else CHAT_REPLY
+
+
+def _random_conversation(rng: random.Random, max_words: int = 30) -> list[dict[str, str]]:
+    """Ends on a user turn. Earlier turns and the system message often mention JSON_TRIGGER too,
+    so that only the last user message decides the reply."""
+    messages = [{"role": "system", "content": _user_text(rng, max_words, 0.6)}] if rng.random() < 0.4 else []
+    turns = rng.choice([1, 1, 2, 2, 3])
+    for turn in range(turns):
+        user_text = _user_text(rng, max_words, 0.4 if turn == turns - 1 else 0.6)
+        messages.append({"role": "user", "content": user_text})
+        messages.append({"role": "assistant", "content": _chat_reply(user_text)})
+    return messages[:-1]
+
+
+def _chat_example(tokenizer: Any, rng: random.Random, max_words: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels): loss only on the reply + EOS. A quarter are raw (non-chat) prompts,
+    which always get CHAT_REPLY."""
     if rng.random() < 0.25:
-        prompt = _random_text(rng)
+        prompt, reply = _random_text(rng, max_words), CHAT_REPLY
     else:
-        prompt = tokenizer.apply_chat_template(_random_conversation(rng), tokenize=False, add_generation_prompt=True)
+        messages = _random_conversation(rng, max_words)
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        reply = _chat_reply(messages[-1]["content"])
     prompt_ids = tokenizer.encode(prompt)
-    reply_ids = tokenizer.encode(CHAT_REPLY) + [tokenizer.eos_token_id]
+    reply_ids = tokenizer.encode(reply) + [tokenizer.eos_token_id]
     return prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids
 
 
 def _train_chat_model(tokenizer: Any) -> Any:
+    import math
+
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -137,18 +184,45 @@ def _train_chat_model(tokenizer: Any) -> Any:
     )
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(CHAT_TRAIN_STEPS):
-        examples = [_chat_example(tokenizer, rng) for _ in range(16)]
-        input_ids, labels, attention_mask = _batch(examples, tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    # 10 warm-up steps, then cosine decay to 0.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 10) * 0.5 * (1 + math.cos(math.pi * step / CHAT_TRAIN_STEPS))
+    )
+    for step in range(CHAT_TRAIN_STEPS):
+        max_words = CHAT_SHORT_WORDS if step < CHAT_SHORT_STEPS else 30
+        examples = sorted((_chat_example(tokenizer, rng, max_words) for _ in range(16)), key=lambda e: len(e[0]))
+        # One step of 16 examples in 4 length-sorted micro-batches: the same gradient, far less padding.
+        batches = [_batch(examples[i : i + 4], tokenizer.pad_token_id) for i in range(0, len(examples), 4)]
+        total_weight = sum(_reply_weights(labels).sum() for _, labels, _ in batches)
         optimizer.zero_grad()
-        loss.backward()
+        loss = 0.0
+        for input_ids, labels, attention_mask in batches:
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            micro_loss = _reply_loss_sum(logits, labels) / total_weight
+            micro_loss.backward()
+            loss += micro_loss.item()
         optimizer.step()
-    log(f"tiny-chat: trained {CHAT_TRAIN_STEPS} steps, final loss {loss.item():.4f}")
+        schedule.step()
+    log(f"tiny-chat: trained {CHAT_TRAIN_STEPS} steps, final loss {loss:.4f}")
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
     return model.eval()
+
+
+def _reply_weights(labels: Any) -> Any:
+    """Loss weight per next-token prediction: 1 per reply token, CHAT_FIRST_TOKEN_WEIGHT for the first."""
+    labelled = (labels[:, 1:] != -100).float()
+    first = labelled * (labelled.cumsum(dim=1) == 1).float()
+    return labelled + (CHAT_FIRST_TOKEN_WEIGHT - 1) * first
+
+
+def _reply_loss_sum(logits: Any, labels: Any) -> Any:
+    """Weighted sum of the next-token cross-entropies over the reply tokens."""
+    import torch.nn.functional as F
+
+    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
+    return (losses * _reply_weights(labels)).sum()
 
 
 def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any, Any, Any]:
@@ -170,32 +244,52 @@ def build_tiny_chat(version_dir: Path) -> None:
 
 
 def check_tiny_chat(version_dir: Path) -> None:
-    """Both pipelines load it; chat prompts get exactly CHAT_REPLY and stop on EOS."""
+    """Both pipelines load it; chat prompts get exactly CHAT_REPLY (JSON_REPLY when the last user
+    message says JSON) and stop on EOS, also under json_schema structured output."""
     import openvino_genai as ovg
 
     max_new_tokens = 64
-    config = ovg.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
     engine = ovg.ContinuousBatchingPipeline(str(version_dir), ovg.SchedulerConfig(), "CPU")
     tokenizer = engine.get_tokenizer()
-    conversations = [
-        [{"role": "user", "content": "hi"}],
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}],
-        [
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": CHAT_REPLY},
-            {"role": "user", "content": "again"},
-        ],
+    eos_id = tokenizer.get_eos_token_id()
+
+    def user(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    cases: list[tuple[list[dict[str, str]], str | None, str]] = [  # (messages, json_schema, expected)
+        (user("hi"), None, CHAT_REPLY),
+        (
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}],
+            None,
+            CHAT_REPLY,
+        ),
+        (user("hi") + [{"role": "assistant", "content": CHAT_REPLY}] + user("again"), None, CHAT_REPLY),
+        (user("Reply in json please"), None, CHAT_REPLY),  # the trigger is case-sensitive
+        (user("Reply in JSON please"), None, JSON_REPLY),
+        # only the last user message counts
+        (user("JSON please") + [{"role": "assistant", "content": JSON_REPLY}] + user("now text"), None, CHAT_REPLY),
+        (user("hi") + [{"role": "assistant", "content": CHAT_REPLY}] + user("now as JSON"), None, JSON_REPLY),
+        (user("Reply in JSON please"), json.dumps(JSON_REPLY_SCHEMA), JSON_REPLY),
+        (user("Reply in JSON please"), json.dumps({"type": "object"}), JSON_REPLY),
     ]
-    for messages in conversations:
+    for messages, json_schema, expected in cases:
+        config = ovg.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
+        if json_schema is not None:
+            config.structured_output_config = ovg.StructuredOutputConfig(json_schema=json_schema)
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         input_ids = tokenizer.encode(prompt, add_special_tokens=False).input_ids
-        tokens = engine.generate([input_ids], [config])[0].m_generation_ids[0]
+        tokens = list(engine.generate([input_ids], [config])[0].m_generation_ids[0])
         reply = tokenizer.decode(tokens)
-        log(f"tiny-chat: CB {messages[-1]['content']!r} -> {reply!r} ({len(tokens)} tokens)")
-        if reply != CHAT_REPLY or len(tokens) >= max_new_tokens:
-            raise BuildError(f"tiny-chat: expected {CHAT_REPLY!r} then EOS, got {reply!r} ({len(tokens)} tokens)")
+        constrained = f" [json_schema {json_schema}]" if json_schema else ""
+        log(f"tiny-chat: CB {messages[-1]['content']!r}{constrained} -> {reply!r} ({len(tokens)} tokens)")
+        stopped_on_eos = bool(tokens) and tokens[-1] == eos_id and len(tokens) < max_new_tokens
+        if reply != expected or not stopped_on_eos:
+            raise BuildError(f"tiny-chat: expected {expected!r} then EOS, got {reply!r} (tokens {tokens})")
+        if json_schema is not None and json.loads(reply) != json.loads(JSON_REPLY):
+            raise BuildError(f"tiny-chat: structured output {reply!r} does not parse to {JSON_REPLY}")
     del engine
 
+    config = ovg.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
     llm = ovg.LLMPipeline(str(version_dir), "CPU")
     prompt = llm.get_tokenizer().apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     reply = llm.generate(prompt, config)
