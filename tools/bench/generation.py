@@ -1,0 +1,649 @@
+"""Streaming chat completions through the server's HTTP API against the raw OpenVINO pipeline.
+
+Three modes, measured one after the other in the same run (never two at once: OpenVINO uses every core):
+
+  server  the real server (`python -m server serve`) on a temporary repository holding only the model,
+          OpenAI `POST /v3/chat/completions` with stream=true, read with httpx and a raw SSE parser.
+  raw     an in-process ContinuousBatchingPipeline with the server's default SchedulerConfig, driven
+          by a step() loop: the upper bound an HTTP server on top of it can reach.
+  naive   one LLMPipeline behind a lock, generate() per request: what serving gets without
+          continuous batching (time waiting for the lock counts in TTFT).
+
+For each concurrency C, C clients each send R requests back to back (greedy, ignore_eos, max_tokens
+fixed), so every request produces exactly max_tokens tokens. Per request: TTFT (send -> first
+content), inter-token latency (gaps between successive content chunks / token reads) and the number
+of completion tokens. Per mode and C: output tokens/s = all completion tokens / wall time.
+
+    .venv/bin/python tools/bench/generation.py
+    .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
+
+from common import (  # noqa: E402
+    REPO_ROOT, ForeignCPU, ServerProcess, fmt, latest_version_dir, markdown_table, ms, percentile, release_memory,
+    process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
+)
+
+try:
+    from tqdm import tqdm
+except ImportError:  # progress bars are optional
+    tqdm = None
+
+DEFAULT_MODEL_DIR = REPO_ROOT / "model_repository" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+MODES = ("server", "raw", "naive")
+
+# Distinct short questions; request r of client c asks PROMPTS[(c * R + r) % len(PROMPTS)] in every mode.
+PROMPTS = (
+    "What is the capital of France?",
+    "Explain photosynthesis in one sentence.",
+    "Name three primary colors.",
+    "Why is the sky blue?",
+    "What does a compiler do?",
+    "Give me a synonym for happy.",
+    "How many legs does a spider have?",
+    "What is the boiling point of water at sea level?",
+    "Write a haiku about autumn.",
+    "Who wrote Romeo and Juliet?",
+    "What is 12 times 12?",
+    "Describe a cat in five words.",
+    "What is the largest planet in our solar system?",
+    "Suggest a name for a pet goldfish.",
+    "What language is spoken in Brazil?",
+    "How do airplanes stay in the air?",
+)
+# Warm-up, not counted: one short request, then every prompt once (all at once where the mode batches), so
+# that every measurement -- whichever C, mode or retry -- finds the prompts in the prefix cache (server, raw).
+WARMUP_PROMPT = "Say hello."
+WARMUP_TOKENS = 8
+
+
+def messages_for(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def prompt_index(client: int, request: int, requests_per_client: int) -> int:
+    return (client * requests_per_client + request) % len(PROMPTS)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class RequestStats:
+    client: int
+    prompt: int
+    start: float  # perf_counter at send / add_request / submit
+    first: float | None = None  # first content chunk / token read
+    last: float | None = None
+    end: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    completion_tokens: int = 0  # from usage (server) or counted tokens (raw, naive)
+    content_events: int = 0  # SSE chunks with content (server) / reads or streamer calls with tokens
+
+    def content(self, now: float) -> None:
+        if self.first is None:
+            self.first = now
+        else:
+            self.gaps.append(now - self.last)
+        self.last = now
+        self.content_events += 1
+
+    @property
+    def ttft(self) -> float:
+        return self.first - self.start
+
+
+@dataclass
+class Run:
+    mode: str
+    concurrency: int
+    wall: float
+    requests: list[RequestStats]
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.completion_tokens for r in self.requests)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall
+
+    def ttft_ms(self, q: float) -> float:
+        return ms(percentile([r.ttft for r in self.requests if r.first is not None], q))
+
+    def itl_ms(self, q: float) -> float:
+        return ms(percentile([g for r in self.requests for g in r.gaps], q))
+
+    def summary(self) -> dict:
+        return {
+            "mode": self.mode, "concurrency": self.concurrency, "requests": len(self.requests),
+            "completion_tokens": self.tokens, "wall_s": self.wall, "tokens_per_s": self.tokens_per_s,
+            "ttft_p50_ms": self.ttft_ms(50), "ttft_p99_ms": self.ttft_ms(99),
+            "itl_p50_ms": self.itl_ms(50), "itl_p99_ms": self.itl_ms(99),
+            "content_events_per_request": sum(r.content_events for r in self.requests) / max(len(self.requests), 1),
+            **self.notes,
+        }
+
+
+class Progress:
+    """tqdm when installed, else nothing."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self._bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr) if tqdm else None
+
+    def update(self) -> None:
+        if self._bar:
+            self._bar.update()
+
+    def close(self) -> None:
+        if self._bar:
+            self._bar.close()
+
+
+def check_counts(run: Run, expected: int) -> None:
+    wrong = [r for r in run.requests if r.completion_tokens != expected or r.first is None]
+    if wrong:
+        counts = sorted({r.completion_tokens for r in wrong})
+        print(f"warning: {run.mode} C={run.concurrency}: {len(wrong)} request(s) did not produce {expected} tokens "
+              f"with content (counts seen: {counts})", file=sys.stderr)
+
+
+def is_noisy(run: Run) -> bool:
+    return run.notes.get("other_cpu_s", 0.0) > OTHER_CPU_LIMIT * run.wall
+
+
+def measured(args: argparse.Namespace, measure: Callable[[], Run], pids: Sequence[int] = ()) -> Run:
+    """Run one measurement on an idle machine: wait for idle first, and measure again (up to
+    --retries times) when other processes used the CPU meanwhile. The last attempt counts."""
+    for attempt in range(args.retries + 1):
+        if args.idle_wait > 0:
+            wait_for_idle(args.idle_wait, pids=pids, say=lambda text: print(f"[bench] {text}", file=sys.stderr))
+        foreign = ForeignCPU(pids)
+        cpu = process_cpu_seconds()
+        run = measure()
+        run.notes["other_cpu_s"] = foreign.seconds()
+        run.notes["cpu_s"] = process_cpu_seconds() - cpu
+        run.notes["attempts"] = attempt + 1
+        if not is_noisy(run):
+            break
+        if attempt < args.retries:
+            print(f"[bench] {run.mode} C={run.concurrency}: other processes used {run.notes['other_cpu_s']:.1f} CPU s "
+                  f"during {run.wall:.1f}s; measuring again", file=sys.stderr)
+    check_counts(run, args.max_tokens)
+    return run
+
+
+# ----------------------------------------------------------------------------- mode: server (HTTP)
+
+
+class ServerMode:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+
+    def run_all(self) -> list[Run]:
+        args = self.args
+        repository = single_model_repository(args.model_dir, args.model_id, parent=self.workdir)
+        server = ServerProcess(repository, self.workdir / "server.log")
+        try:
+            t0 = time.perf_counter()
+            server.start(model_ids=[args.model_id])
+            print(f"[server] ready in {time.perf_counter() - t0:.1f}s on port {server.port} "
+                  f"(RSS {server.rss_mb():.0f} MB)", file=sys.stderr)
+            return asyncio.run(self._run_all(server))
+        except BaseException:
+            print(f"[server] log tail:\n{server.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+            if args.keep_server_log:
+                shutil.copy2(server.log_path, args.keep_server_log)
+
+    async def _run_all(self, server: ServerProcess) -> list[Run]:
+        import httpx
+
+        args = self.args
+        url = server.base_url + "/v3/chat/completions"
+        most = max(args.concurrency)
+        limits = httpx.Limits(max_connections=most + 2, max_keepalive_connections=most + 2)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
+            await self._request(client, url, WARMUP_PROMPT, WARMUP_TOKENS, RequestStats(-1, -1, 0.0))
+            await asyncio.gather(*(self._request(client, url, prompt, WARMUP_TOKENS, RequestStats(-1, -1, 0.0))
+                                   for prompt in PROMPTS))
+            runs = []
+            for concurrency in args.concurrency:
+                for attempt in range(args.retries + 1):
+                    if args.idle_wait > 0:
+                        await asyncio.to_thread(wait_for_idle, args.idle_wait, pids=[server.process.pid],
+                                                say=lambda text: print(f"[bench] {text}", file=sys.stderr))
+                    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+                    foreign = ForeignCPU([server.process.pid])
+                    run = await self._run(client, url, concurrency)
+                    run.notes["other_cpu_s"] = foreign.seconds()
+                    run.notes["attempts"] = attempt + 1
+                    run.notes["cpu_s"] = server.cpu_seconds() - server_cpu
+                    run.notes["client_cpu_s"] = time.process_time() - client_cpu
+                    if not is_noisy(run):
+                        break
+                    if attempt < args.retries:
+                        print(f"[bench] server C={concurrency}: other processes used {run.notes['other_cpu_s']:.1f} "
+                              f"CPU s during {run.wall:.1f}s; measuring again", file=sys.stderr)
+                check_counts(run, args.max_tokens)
+                runs.append(run)
+            return runs
+
+    async def _run(self, client, url: str, concurrency: int) -> Run:
+        args = self.args
+        results: list[RequestStats] = []
+        progress = Progress(concurrency * args.requests_per_client, f"server C={concurrency}")
+
+        async def one_client(c: int) -> None:
+            for r in range(args.requests_per_client):
+                index = prompt_index(c, r, args.requests_per_client)
+                stats = RequestStats(c, index, 0.0)
+                await self._request(client, url, PROMPTS[index], args.max_tokens, stats)
+                results.append(stats)
+                progress.update()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client(c) for c in range(concurrency)))
+        wall = time.perf_counter() - start
+        progress.close()
+        return Run("server", concurrency, wall, results)
+
+    async def _request(self, client, url: str, prompt: str, max_tokens: int, stats: RequestStats) -> None:
+        body = {
+            "model": self.args.model_id, "messages": messages_for(prompt), "max_tokens": max_tokens,
+            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+        }
+        payload = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        stats.start = time.perf_counter()
+        async with client.stream("POST", url, content=payload, headers=headers) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:500]!r}")
+            buffer = b""
+            done = False
+            async for data in response.aiter_raw():
+                now = time.perf_counter()  # frames that arrive together share one timestamp
+                buffer += data
+                while not done:
+                    end = buffer.find(b"\n\n")
+                    if end < 0:
+                        break
+                    frame, buffer = buffer[:end], buffer[end + 2:]
+                    done = self._frame(frame, now, stats)
+            stats.end = time.perf_counter()
+            if not done:
+                raise RuntimeError("stream ended without [DONE]")
+
+    @staticmethod
+    def _frame(frame: bytes, now: float, stats: RequestStats) -> bool:
+        """One SSE event; True at [DONE]."""
+        for line in frame.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return True
+            event = json.loads(data)
+            if "error" in event:
+                raise RuntimeError(f"error event: {event['error']}")
+            if any(choice.get("delta", {}).get("content") for choice in event.get("choices") or ()):
+                stats.content(now)
+            if event.get("usage"):
+                stats.completion_tokens = event["usage"]["completion_tokens"]
+        return False
+
+
+# ----------------------------------------------------------------------------- in-process pipelines
+
+
+def served_settings(model_dir: Path):
+    """The ModelConfig the server builds for this model folder: its config.json with schema defaults."""
+    from server.repository.config import build, parse
+
+    config_file = Path(model_dir) / "config.json"
+    if config_file.is_file():
+        return parse(config_file.read_bytes())
+    return build({"task": "text_generation"})
+
+
+class _Prompts:
+    """Chat template + tokenization of every prompt, done before timing (the server does it per request)."""
+
+    def __init__(self, tokenizer) -> None:
+        import numpy as np
+        import openvino as ov
+
+        def encode(prompt: str):
+            text = tokenizer.apply_chat_template(messages_for(prompt), add_generation_prompt=True)
+            ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+            return ov.Tensor(np.array([ids], dtype=np.int64))  # what the server hands to add_request
+
+        self.tensors = [encode(p) for p in PROMPTS]
+        self.warmup = encode(WARMUP_PROMPT)
+
+
+def _generation_config(defaults, max_new_tokens: int):
+    """What the server builds for temperature 0 + ignore_eos (services/generation.py)."""
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    config.eos_token_id = defaults.eos_token_id
+    config.stop_token_ids = defaults.stop_token_ids
+    config.max_new_tokens = max_new_tokens
+    config.ignore_eos = True  # do_sample stays False: greedy
+    return config
+
+
+class RawMode:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def run_all(self) -> list[Run]:
+        import openvino_genai as ov_genai
+        from server.pipelines.generation import scheduler_config
+
+        args = self.args
+        config = served_settings(args.model_dir)
+        t0 = time.perf_counter()
+        pipeline = ov_genai.ContinuousBatchingPipeline(
+            str(args.version_dir), scheduler_config(config.task_settings), config.device, dict(config.plugin_config))
+        print(f"[raw] ContinuousBatchingPipeline loaded in {time.perf_counter() - t0:.1f}s "
+              f"({config.device}, scheduler {self._describe(config.task_settings)}, "
+              f"properties {dict(config.plugin_config)})", file=sys.stderr)
+        try:
+            self._ids = itertools.count()
+            prompts = _Prompts(pipeline.get_tokenizer())
+            defaults = pipeline.get_config()
+            warmup = _generation_config(defaults, WARMUP_TOKENS)
+            self._drive(pipeline, [deque([prompts.warmup])], warmup, [])
+            self._drive(pipeline, [deque([tensor]) for tensor in prompts.tensors], warmup, [])
+            config_tokens = _generation_config(defaults, args.max_tokens)
+
+            def measure(concurrency: int) -> Run:
+                queues = [deque(prompt_index(c, r, args.requests_per_client) for r in range(args.requests_per_client))
+                          for c in range(concurrency)]
+                progress = Progress(concurrency * args.requests_per_client, f"raw C={concurrency}")
+                results: list[RequestStats] = []
+                start = time.perf_counter()
+                self._drive(pipeline, queues, config_tokens, results, prompts.tensors, progress.update)
+                wall = time.perf_counter() - start
+                progress.close()
+                return Run("raw", concurrency, wall, results)
+
+            return [measured(args, lambda: measure(concurrency)) for concurrency in args.concurrency]
+        finally:
+            del pipeline
+            release_memory()
+
+    @staticmethod
+    def _describe(settings: dict) -> str:
+        keys = ("max_num_seqs", "max_num_batched_tokens", "cache_size", "enable_prefix_caching", "dynamic_split_fuse")
+        return ", ".join(f"{k}={settings[k]}" for k in keys)
+
+    def _drive(self, pipeline, queues: list[deque], config, results: list[RequestStats],
+               tensors: list | None = None, on_done: Callable[[], None] = lambda: None) -> None:
+        """Client c's requests are queues[c] (prompt indices, or tensors directly when tensors is None);
+        each client keeps one request in flight and adds its next one as soon as the previous finishes."""
+        import openvino_genai as ov_genai
+
+        running = ov_genai.GenerationStatus.RUNNING
+        finished = ov_genai.GenerationStatus.FINISHED
+        active: dict[int, tuple[int, object, RequestStats]] = {}
+
+        def add(client: int) -> None:
+            item = queues[client].popleft()
+            tensor = item if tensors is None else tensors[item]
+            request_id = next(self._ids)
+            stats = RequestStats(client, -1 if tensors is None else item, time.perf_counter())
+            active[request_id] = (client, pipeline.add_request(request_id, tensor, config), stats)
+
+        for client in range(len(queues)):
+            add(client)
+        while active:
+            pipeline.step()
+            now = time.perf_counter()
+            for request_id, (client, handle, stats) in list(active.items()):
+                if handle.can_read():
+                    count = sum(len(output.generated_ids) for output in handle.read().values())
+                    if count:
+                        stats.completion_tokens += count
+                        stats.content(now)
+                status = handle.get_status()
+                if status != running:
+                    if status != finished:
+                        raise RuntimeError(f"raw request {request_id} ended with status {status}")
+                    stats.end = now
+                    del active[request_id]
+                    results.append(stats)
+                    on_done()
+                    if queues[client]:
+                        add(client)
+
+
+def token_timer(stats: RequestStats):
+    """An LLMPipeline streamer that timestamps every token into stats (no detokenization)."""
+    import openvino_genai as ov_genai
+
+    class TokenTimer(ov_genai.StreamerBase):
+        def write(self, token):
+            now = time.perf_counter()
+            stats.completion_tokens += len(token) if isinstance(token, list) else 1
+            stats.content(now)
+            return ov_genai.StreamingStatus.RUNNING
+
+        def end(self) -> None:
+            pass
+
+    return TokenTimer()
+
+
+class NaiveMode:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def run_all(self) -> list[Run]:
+        import openvino_genai as ov_genai
+
+        args = self.args
+        config = served_settings(args.model_dir)
+        t0 = time.perf_counter()
+        pipeline = ov_genai.LLMPipeline(str(args.version_dir), config.device, dict(config.plugin_config))
+        print(f"[naive] LLMPipeline loaded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        try:
+            prompts = _Prompts(pipeline.get_tokenizer())
+            defaults = pipeline.get_generation_config()
+            lock = threading.Lock()
+            warmup = _generation_config(defaults, WARMUP_TOKENS)
+            for tensor in [prompts.warmup, *prompts.tensors]:
+                pipeline.generate(tensor, warmup, token_timer(RequestStats(-1, -1, time.perf_counter())))
+            generation_config = _generation_config(defaults, args.max_tokens)
+
+            def measure(concurrency: int) -> Run:
+                results: list[RequestStats] = []
+                errors: list[BaseException] = []
+                progress = Progress(concurrency * args.requests_per_client, f"naive C={concurrency}")
+
+                def one_client(c: int) -> None:
+                    try:
+                        for r in range(args.requests_per_client):
+                            index = prompt_index(c, r, args.requests_per_client)
+                            stats = RequestStats(c, index, time.perf_counter())
+                            with lock:  # one generate() at a time: waiting here counts in TTFT
+                                pipeline.generate(prompts.tensors[index], generation_config, token_timer(stats))
+                            stats.end = time.perf_counter()
+                            results.append(stats)
+                            progress.update()
+                    except BaseException as exc:  # noqa: BLE001 - reported after join
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=one_client, args=(c,), name=f"naive-client-{c}")
+                           for c in range(concurrency)]
+                start = time.perf_counter()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                wall = time.perf_counter() - start
+                progress.close()
+                if errors:
+                    raise errors[0]
+                return Run("naive", concurrency, wall, results)
+
+            return [measured(args, lambda: measure(concurrency)) for concurrency in args.concurrency]
+        finally:
+            del pipeline
+            release_memory()
+
+
+# ----------------------------------------------------------------------------- report
+
+
+HEADERS = ("mode", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "tok/s vs raw",
+           "TTFT p50 - raw ms")
+# Other processes may use at most this share of the wall time (in CPU seconds) before a run is flagged.
+OTHER_CPU_LIMIT = 0.05
+
+
+def _row(run: Run, raw: Run | None) -> list[str]:
+    ratio = f"{run.tokens_per_s / raw.tokens_per_s:.2f}x" if raw else "-"
+    delta = fmt(run.ttft_ms(50) - raw.ttft_ms(50)) if raw else "-"
+    return [run.mode, fmt(run.tokens_per_s), fmt(run.ttft_ms(50)), fmt(run.ttft_ms(99)), fmt(run.itl_ms(50), 2),
+            fmt(run.itl_ms(99), 2), ratio, delta]
+
+
+# CPU s: CPU time of the server process (server) or of this process (raw, naive) during the measurement.
+EXTRA_HEADERS = ("CPU s", "tok/CPU s", "other CPU s", "tries")
+
+
+def _extra(run: Run) -> list[str]:
+    cpu = run.notes.get("cpu_s", float("nan"))
+    return [fmt(cpu, 2), fmt(run.tokens / cpu if cpu else float("nan")), fmt(run.notes.get("other_cpu_s"), 2),
+            str(run.notes.get("attempts", 1))]
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> str:
+    by_key = {(run.mode, run.concurrency): run for run in runs}
+    lines = []
+    for concurrency in args.concurrency:
+        raw = by_key.get(("raw", concurrency))
+        rows = [_row(by_key[(mode, concurrency)], raw) for mode in MODES if (mode, concurrency) in by_key]
+        n = concurrency * args.requests_per_client
+        lines.append(f"\nC={concurrency}: {concurrency} client(s) x {args.requests_per_client} request(s) = {n} "
+                     f"requests, {args.max_tokens} tokens each")
+        lines.append(text_table((*HEADERS, *EXTRA_HEADERS), [
+            [*row, *_extra(by_key[(row[0], concurrency)])] for row in rows]))
+        server = by_key.get(("server", concurrency))
+        if server:
+            lines.append(f"server: benchmark client CPU {server.notes['client_cpu_s']:.2f}s, "
+                         f"{sum(r.content_events for r in server.requests) / len(server.requests):.1f} content "
+                         f"chunks/request")
+    md_rows = []
+    for concurrency in args.concurrency:
+        raw = by_key.get(("raw", concurrency))
+        for mode in MODES:
+            if (mode, concurrency) in by_key:
+                md_rows.append([str(concurrency), *_row(by_key[(mode, concurrency)], raw)])
+    lines.append("\nMarkdown:\n")
+    lines.append(markdown_table(("C", *HEADERS), md_rows))
+    noisy = [run for run in runs if is_noisy(run)]
+    if noisy:
+        lines.append("\nWARNING: other processes used CPU during " + ", ".join(
+            f"{run.mode} C={run.concurrency} ({run.notes['other_cpu_s']:.1f}s over {run.wall:.1f}s)" for run in noisy)
+            + ": those numbers are not clean; rerun on an idle machine.")
+    return "\n".join(lines)
+
+
+def environment(args: argparse.Namespace) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        genai = version("openvino-genai")
+    except PackageNotFoundError:
+        genai = "?"
+    return (f"model {args.model_id} ({args.version_dir}), openvino-genai {genai}, Python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPU(s)")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16], help="client counts (1 4 8 16)")
+    parser.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends in turn (2)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per request (64)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="what to measure, in order")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+                        help="model folder with config.json and version folders (the demo SmolLM2-135M-Instruct)")
+    parser.add_argument("--model-id", help="model id in the server (default: the model folder's last two parts)")
+    parser.add_argument("--idle-wait", type=float, default=300.0,
+                        help="before each measurement, wait up to this many seconds for other processes to leave "
+                             "the CPU (default 300; 0: do not wait)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="measure again when other processes used the CPU meanwhile, up to this many times (3)")
+    parser.add_argument("--json", type=Path, help="also write every per-mode summary to this JSON file")
+    parser.add_argument("--keep-server-log", type=Path, help="copy the server's log here")
+    args = parser.parse_args(argv)
+    args.model_dir = args.model_dir.resolve()
+    if not args.model_dir.is_dir():
+        parser.error(f"{args.model_dir} is not a folder")
+    args.model_id = args.model_id or f"{args.model_dir.parent.name}/{args.model_dir.name}"
+    args.version_dir = latest_version_dir(args.model_dir)
+    if min(args.concurrency) < 1 or args.requests_per_client < 1 or args.max_tokens < 1:
+        parser.error("--concurrency, --requests-per-client and --max-tokens must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    print(f"Generation benchmark: {environment(args)}")
+    print(f"modes {' '.join(args.modes)}; concurrency {' '.join(map(str, args.concurrency))}; "
+          f"{args.requests_per_client} request(s)/client; max_tokens {args.max_tokens}, ignore_eos, greedy, "
+          f"streaming")
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
+        for mode in args.modes:
+            mode_began = time.perf_counter()
+            if mode == "server":
+                runs += ServerMode(args, Path(tmp)).run_all()
+            elif mode == "raw":
+                runs += RawMode(args).run_all()
+            else:
+                runs += NaiveMode(args).run_all()
+            print(f"[{mode}] done in {time.perf_counter() - mode_began:.1f}s", file=sys.stderr)
+    print(report(runs, args))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
+                                                  for k, v in vars(args).items()},
+                                         "runs": [run.summary() for run in runs]}, indent=2))
+    print(f"\nTotal runtime {time.perf_counter() - began:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
