@@ -64,7 +64,7 @@ def validate_body(request: Request, schema_name: str) -> dict[str, Any]:
     validator = _validator(schema_name)
     unsupported = validator.schema.get("x-unsupported", {})
     for field, reason in unsupported.items():
-        if body.get(field) not in (None, [], {}):
+        if body.get(field) not in (None, False, "", [], {}):  # an explicit "off" asks for nothing unsupported
             raise Unsupported(f"'{field}' is not supported by this server: {reason}", param=field)
     errors = sorted(validator.iter_errors(body), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:

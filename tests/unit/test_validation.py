@@ -40,7 +40,8 @@ def test_unsupported_fields_are_named() -> None:
     error = error_of({"model": "m", "messages": HI, "tools": [{"type": "function"}]})
     assert isinstance(error, Unsupported)
     assert error.param == "tools"
-    assert validate_body(request({"model": "m", "messages": HI, "tools": None}), "chat_completions")  # null is absent
+    for off in (None, False, [], {}):  # an explicit "off" is not a request for the feature
+        assert validate_body(request({"model": "m", "messages": HI, "tools": off, "store": off}), "chat_completions")
 
 
 def test_body_must_be_a_json_object() -> None:
