@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -11,13 +10,8 @@ from sanic_testing.reusable import ReusableClient
 
 from server.app import create_app
 from server.settings import Settings
+from tests.e2e.harness import free_port
 from tests.unit.fakes import FakeLoader, write_model
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
