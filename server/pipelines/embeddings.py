@@ -62,15 +62,21 @@ class TextEmbedder:
         self.tokenizer = ov_genai.Tokenizer(str(path))
         # A first call compiles the shapes and tells the dimension; a broken IR fails here, at load time.
         self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
-        self.batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
+        self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # used by the batch thread only
+        self.batcher: MicroBatcher[str, tuple[np.ndarray, int]] = MicroBatcher(
             self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name)
 
-    def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
+    def _embed_batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+        # Token counts come from one tokenizer call per batch, on the batch thread: counting per
+        # request on the event loop cost more than a millisecond of CPU each under load.
+        counts = self._batch_tokenizer.encode(texts).attention_mask.data.sum(axis=1)
         vectors = self.pipeline.embed_documents(texts)
-        return [np.asarray(v, dtype=np.float32) for v in vectors]
+        return [(np.asarray(v, dtype=np.float32), int(n)) for v, n in zip(vectors, counts)]
 
-    async def embed(self, texts: list[str]) -> list[np.ndarray]:
-        return await self.batcher.submit(texts)
+    async def embed(self, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
+        """Vectors and untruncated token counts, in input order."""
+        results = await self.batcher.submit(texts)
+        return [vector for vector, _ in results], [count for _, count in results]
 
     def vocabulary(self) -> list[str] | None:
         """Token id -> piece, for token-id inputs: from the detokenizer if the model has one, else from
@@ -78,10 +84,6 @@ class TextEmbedder:
         if self._vocabulary is None:
             self._vocabulary = _read_vocabulary(self.tokenizer, self._path)
         return self._vocabulary or None
-
-    def token_counts(self, texts: list[str]) -> list[int]:
-        encoded = self.tokenizer.encode(texts)
-        return [int(n) for n in encoded.attention_mask.data.sum(axis=1)]
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
@@ -93,6 +95,7 @@ class TextEmbedder:
         self.batcher.close()
         self.pipeline = None
         self.tokenizer = None
+        self._batch_tokenizer = None
 
 
 class EmbeddingModel:

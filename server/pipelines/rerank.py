@@ -99,7 +99,7 @@ class CosineScorer:
         self.tokenizer = self.embedder.tokenizer
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
-        vectors = await self.embedder.embed([query, *texts])
+        vectors, _ = await self.embedder.embed([query, *texts])
         query_vector, documents = vectors[0], np.stack(vectors[1:])
         cosine = documents @ query_vector  # unit vectors
         return [float(s) for s in np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)]

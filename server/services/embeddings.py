@@ -46,8 +46,9 @@ def _join_pieces(pieces) -> str:
 
 
 async def embed(embedder: TextEmbedder, texts: list[str], *, truncate: bool, param: str) -> tuple[list[np.ndarray], int]:
-    """Vectors in input order, and the number of tokens embedded."""
-    counts = embedder.token_counts(texts)
+    """Vectors in input order, and the number of tokens embedded. Over-long inputs are a 400 unless
+    truncation is on (they are counted in the same batch call that embeds them)."""
+    vectors, counts = await embedder.embed(texts)
     limit = embedder.max_length
     if not truncate:
         for index, count in enumerate(counts):
@@ -56,7 +57,6 @@ async def embed(embedder: TextEmbedder, texts: list[str], *, truncate: bool, par
                     f"Input {index} has {count} tokens; this model accepts at most {limit} "
                     "(shorten it, or enable truncation: embeddings.truncate in the model's config.json)",
                     param=param, code="input_too_long")
-    vectors = await embedder.embed(texts)
     return vectors, sum(min(count, limit) for count in counts)
 
 

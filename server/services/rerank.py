@@ -15,14 +15,12 @@ def document_texts(documents: list) -> list[str]:
 
 
 def chunk(model: RerankModel, text: str, budget: int, max_chunks: int) -> list[str]:
-    """Split text into pieces of at most `budget` tokens, at word boundaries (a single over-long word
-    is cut by characters)."""
+    """Split an over-long text into pieces of at most `budget` tokens, at word boundaries (a single
+    over-long word is cut by characters)."""
     words = text.split()
     if not words:
         return [text]
     counts = model.token_counts(words)
-    if sum(counts) <= budget:
-        return [text]
     chunks: list[str] = []
     current: list[str] = []
     used = 0
@@ -50,7 +48,7 @@ async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
     if len(documents) > settings["max_documents"]:
         raise BadRequest(f"{len(documents)} documents sent; this model accepts at most {settings['max_documents']}",
                          param="documents")
-    (query_tokens,) = model.token_counts([body["query"]])
+    query_tokens, *document_tokens = model.token_counts([body["query"], *documents])  # one tokenizer call
     if query_tokens > settings["max_query_tokens"]:
         raise BadRequest(f"The query has {query_tokens} tokens; this model accepts at most "
                          f"{settings['max_query_tokens']}", param="query")
@@ -60,7 +58,8 @@ async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
     if budget < 1:
         raise BadRequest("The query leaves no room for documents within the model's max_length", param="query")
     max_chunks = body.get("max_chunks_per_doc") or DEFAULT_MAX_CHUNKS
-    chunks = [chunk(model, text, budget, max_chunks) for text in documents]
+    chunks = [[text] if tokens <= budget else chunk(model, text, budget, max_chunks)
+              for text, tokens in zip(documents, document_tokens)]
     flat = [piece for pieces in chunks for piece in pieces]
     scores = await model.score(body["query"], flat)
     best, position = [], 0
