@@ -60,8 +60,3 @@ class Overloaded(ServerError):
     status = 503
     error_type = "service_unavailable"
     code = "overloaded"
-
-
-class InternalError(ServerError):
-    status = 500
-    error_type = "internal_error"

@@ -13,7 +13,6 @@ from typing import Any
 import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "model_config.schema.json"
-TASKS = ("text_generation", "embeddings", "rerank")
 
 
 @dataclass(frozen=True)
