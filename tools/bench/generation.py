@@ -14,6 +14,12 @@ fixed), so every request produces exactly max_tokens tokens. Per request: TTFT (
 content), inter-token latency (gaps between successive content chunks / token reads) and the number
 of completion tokens. Per mode and C: output tokens/s = all completion tokens / wall time.
 
+Caveats: the server's TTFT and ITL count SSE chunks with visible text (the server's TextStreamer holds
+back a few tokens, so a chunk may carry several), raw's count token reads. Warm-up sends every prompt
+once, so all modes measure with the prompts in the prefix cache. Before each measurement the tool
+waits for other processes to leave the CPU (--idle-wait) and measures again when they did not
+(--retries); the "other CPU s" column shows the CPU time they used anyway.
+
     .venv/bin/python tools/bench/generation.py
     .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
 """
