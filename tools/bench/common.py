@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -414,3 +414,40 @@ def foreign_warning(foreign_s: float, wall: float, threshold: float = 0.15) -> s
     cores on average during a measurement of `wall` seconds, else ''."""
     cores = foreign_s / wall if wall > 0 else 0.0
     return f"WARNING: other processes used {cores:.2f} cores during this measurement" if cores >= threshold else ""
+
+
+T = TypeVar("T")
+
+
+def environment(args) -> str:
+    """One line naming the model, openvino-genai and Python versions, and the CPU count."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        genai = version("openvino-genai")
+    except PackageNotFoundError:
+        genai = "?"
+    return (f"model {args.model_id} ({args.version_dir}), openvino-genai {genai}, Python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPU(s)")
+
+
+def run_on_server(repository: Path, workdir: Path, model_id: str, keep_server_log: str | None,
+                  body: Callable[[ServerProcess], Awaitable[T]]) -> T:
+    """Start the server on `repository`, run `body(server)` on a fresh event loop, always stop the
+    server (printing its log tail on failure) and keep its log when asked."""
+    import asyncio
+
+    server = ServerProcess(repository, workdir / "server.log")
+    try:
+        t0 = time.perf_counter()
+        server.start(model_ids=[model_id])
+        print(f"[server] ready in {time.perf_counter() - t0:.1f}s on port {server.port} "
+              f"(RSS {server.rss_mb():.0f} MB)", file=sys.stderr)
+        return asyncio.run(body(server))
+    except BaseException:
+        print(f"[server] log tail:\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+        if keep_server_log:
+            shutil.copy2(server.log_path, keep_server_log)

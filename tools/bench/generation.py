@@ -30,8 +30,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -45,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
+    environment, run_on_server,
     REPO_ROOT, ForeignCPU, ServerProcess, fmt, latest_version_dir, markdown_table, ms, percentile, release_memory,
     process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
 )
@@ -210,20 +209,7 @@ class ServerMode:
     def run_all(self) -> list[Run]:
         args = self.args
         repository = single_model_repository(args.model_dir, args.model_id, parent=self.workdir)
-        server = ServerProcess(repository, self.workdir / "server.log")
-        try:
-            t0 = time.perf_counter()
-            server.start(model_ids=[args.model_id])
-            print(f"[server] ready in {time.perf_counter() - t0:.1f}s on port {server.port} "
-                  f"(RSS {server.rss_mb():.0f} MB)", file=sys.stderr)
-            return asyncio.run(self._run_all(server))
-        except BaseException:
-            print(f"[server] log tail:\n{server.log_tail()}", file=sys.stderr)
-            raise
-        finally:
-            server.stop()
-            if args.keep_server_log:
-                shutil.copy2(server.log_path, args.keep_server_log)
+        return run_on_server(repository, self.workdir, args.model_id, args.keep_server_log, self._run_all)
 
     async def _run_all(self, server: ServerProcess) -> list[Run]:
         import httpx
@@ -580,17 +566,6 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             f"{run.mode} C={run.concurrency} ({run.notes['other_cpu_s']:.1f}s over {run.wall:.1f}s)" for run in noisy)
             + ": those numbers are not clean; rerun on an idle machine.")
     return "\n".join(lines)
-
-
-def environment(args: argparse.Namespace) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        genai = version("openvino-genai")
-    except PackageNotFoundError:
-        genai = "?"
-    return (f"model {args.model_id} ({args.version_dir}), openvino-genai {genai}, Python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPU(s)")
 
 
 # ----------------------------------------------------------------------------- main

@@ -24,10 +24,7 @@ server's micro-batch sizes (ovms_batch_size histogram of GET /metrics, in texts)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -39,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
+    environment, run_on_server,
     REPO_ROOT, ForeignCPU, Histogram, ServerProcess, closed_loop, fmt, latest_version_dir, markdown_table, model_config_document,
     ms, new_event_loop_policy, percentile, read_histogram, release_memory, single_model_repository, text_table,
     foreign_warning, wait_for_idle, write_model_config,
@@ -206,20 +204,7 @@ class ServerMode:
         repository = single_model_repository(args.model_dir, args.model_id, parent=self.workdir)
         if args.server_config:
             write_model_config(repository, args.model_id, args.config_document)
-        server = ServerProcess(repository, self.workdir / "server.log")
-        try:
-            t0 = time.perf_counter()
-            server.start(model_ids=[args.model_id])
-            print(f"[server] ready in {time.perf_counter() - t0:.1f}s on port {server.port} "
-                  f"(RSS {server.rss_mb():.0f} MB)", file=sys.stderr)
-            return asyncio.run(self._run_all(server))
-        except BaseException:
-            print(f"[server] log tail:\n{server.log_tail()}", file=sys.stderr)
-            raise
-        finally:
-            server.stop()
-            if args.keep_server_log:
-                shutil.copy2(server.log_path, args.keep_server_log)
+        return run_on_server(repository, self.workdir, args.model_id, args.keep_server_log, self._run_all)
 
     async def _run_all(self, server: ServerProcess) -> list[ServerRun]:
         import httpx
@@ -411,17 +396,6 @@ def report(server_runs: list[ServerRun], raw_runs: list[RawRun], args: argparse.
     lines.append("\nMarkdown:\n")
     lines.append(markdown_table(HEADERS, rows))
     return "\n".join(lines)
-
-
-def environment(args: argparse.Namespace) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        genai = version("openvino-genai")
-    except PackageNotFoundError:
-        genai = "?"
-    return (f"model {args.model_id} ({args.version_dir}), openvino-genai {genai}, Python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPU(s)")
 
 
 # ----------------------------------------------------------------------------- main
