@@ -1,9 +1,10 @@
-"""text_generation: one ContinuousBatchingPipeline per loaded version, driven by one engine thread.
+"""text_generation: one ContinuousBatchingPipeline per loaded version, in a worker process of its own.
 
-The engine thread owns the pipeline: it adds requests, calls step() (which releases the GIL), reads
-each request's new tokens, detokenizes them incrementally (TextStreamer holds back partial UTF-8)
-and applies stop strings, then hands updates to the event loop with call_soon_threadsafe. Request
-ids are unique for the pipeline's life: a duplicate id breaks a ContinuousBatchingPipeline for good.
+The server process keeps the tokenizer (chat templates, prompt token counts, logprob tokens) and a
+GenerationEngine that talks to the worker (server/pipelines/generation_worker.py) over a pipe. The
+pipe is watched by the event loop itself (add_reader), so a step's tokens reach their requests'
+queues without a thread hop. Request ids are unique for the worker's life: a duplicate id breaks a
+ContinuousBatchingPipeline for good.
 """
 
 from __future__ import annotations
@@ -11,39 +12,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import AsyncIterator
 
-import numpy as np
-import openvino as ov
 import openvino_genai as ov_genai
 import structlog
 
 from server import metrics
 from server.pipelines.base import ModelMetadata
-from server.pipelines.stops import StopStringFilter
 from server.repository.config import ModelConfig
 
 log = structlog.get_logger("server.generation")
 
 DEFAULT_CONTEXT_LENGTH = 2048
-
-_FINISH_REASONS = {
-    ov_genai.GenerationFinishReason.STOP: "stop",
-    ov_genai.GenerationFinishReason.LENGTH: "length",
-}
-
-
-def scheduler_config(settings: dict) -> ov_genai.SchedulerConfig:
-    scheduler = ov_genai.SchedulerConfig()
-    scheduler.max_num_seqs = settings["max_num_seqs"]
-    scheduler.max_num_batched_tokens = settings["max_num_batched_tokens"]
-    scheduler.cache_size = int(settings["cache_size"])
-    scheduler.enable_prefix_caching = settings["enable_prefix_caching"]
-    scheduler.dynamic_split_fuse = settings["dynamic_split_fuse"]
-    return scheduler
+WORKER_START_TIMEOUT_S = 600  # compiling a large model on 2 cores takes minutes
+WORKER_STOP_TIMEOUT_S = 10
 
 
 def context_length(path: Path, settings: dict) -> int:
@@ -67,163 +55,144 @@ class TokenUpdate:
     error: str | None = None
 
 
-@dataclass(eq=False)
-class _Request:
-    request_id: int
-    prompt_ids: list[int]
-    config: ov_genai.GenerationConfig
-    stops: StopStringFilter
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
-    handle: object | None = None
-    streamer: ov_genai.TextStreamer | None = None
-    chunks: list[str] = field(default_factory=list)
-    cancelled: bool = False
-    done: bool = False
-
-    def post(self, update: TokenUpdate) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, update)
+class EngineUnavailable(RuntimeError):
+    """The worker process is gone (crashed or closed); the message is safe to show."""
 
 
 class GenerationEngine:
-    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, tokenizer: ov_genai.Tokenizer,
-                 model_id: str, version: str) -> None:
+    """Blocking constructor (spawns the worker and waits until its pipeline is built); the rest runs
+    on the event loop, except close()."""
+
+    def __init__(self, path: Path, config: ModelConfig, model_id: str, version: str) -> None:
+        self._name = f"{model_id}:{version}"
         self._active_gauge = metrics.GENERATION_ACTIVE.labels(model_id, version)
         self._tokens_counter = metrics.GENERATED_TOKENS.labels(model_id, version)
-        self._pipeline = pipeline
-        self._tokenizer = tokenizer
+        # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
+        # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
+        parent_sock, child_sock = socket.socketpair()
+        self._conn = Connection(parent_sock.detach())
+        with child_sock:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        self._conn.send((str(path), dict(config.task_settings), config.device, dict(config.plugin_config)))
+        self.defaults = self._wait_ready()
         self._ids = itertools.count()
-        self._cond = threading.Condition()
-        self._inbox: list[_Request] = []
-        self._cancels: list[_Request] = []
-        self._active: dict[int, _Request] = {}
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"engine-{model_id}:{version}", daemon=True)
-        self._thread.start()
+        self._queues: dict[int, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dead: str | None = None
+
+    def _wait_ready(self) -> dict:
+        try:
+            if not self._conn.poll(WORKER_START_TIMEOUT_S):
+                raise RuntimeError(f"the generation worker did not start within {WORKER_START_TIMEOUT_S} s")
+            kind, payload = self._conn.recv()
+        except EOFError:
+            self._stop_process()
+            raise RuntimeError(f"the generation worker exited while loading (exit code {self._process.returncode})") from None
+        except BaseException:
+            self._stop_process()
+            raise
+        if kind != "ready":
+            self._stop_process()
+            raise RuntimeError(payload)
+        return payload
 
     # ------------------------------------------------------------ event-loop side
 
-    async def generate(self, prompt_ids: list[int], config: ov_genai.GenerationConfig, *,
-                       stop: list[str] | None = None, include_stop: bool = False) -> AsyncIterator[TokenUpdate]:
+    async def generate(self, prompt_ids: list[int], params: dict, *, stop: list[str] | None = None,
+                       include_stop: bool = False) -> AsyncIterator[TokenUpdate]:
         """Stream the updates of one sequence. Closing the iterator early (client gone) cancels the request."""
-        request = _Request(next(self._ids), prompt_ids, config, StopStringFilter(stop or [], include_stop=include_stop),
-                           asyncio.get_running_loop(), asyncio.Queue())
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("engine is closed")
-            self._inbox.append(request)
-            self._cond.notify()
+        self._attach()
+        if self._dead:
+            raise EngineUnavailable(self._dead)
+        request_id = next(self._ids)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        self._send(("add", request_id, prompt_ids, params, stop or [], include_stop))
+        self._active_gauge.set(len(self._queues))
         try:
             while True:
-                update = await request.queue.get()
+                update = await queue.get()
                 yield update
                 if update.finish_reason or update.error:
                     return
         finally:
-            if not request.done:
-                with self._cond:
-                    request.cancelled = True
-                    self._cancels.append(request)
-                    self._cond.notify()
+            if self._queues.pop(request_id, None) is not None:  # left early: free its slot and KV cache
+                self._send(("cancel", request_id))
+                self._active_gauge.set(len(self._queues))
+
+    def _attach(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._conn.fileno(), self._on_readable)
+
+    def _send(self, message: tuple) -> None:
+        if self._dead:
+            return
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            self._on_worker_gone()
+
+    def _on_readable(self) -> None:
+        try:
+            while self._conn.poll():
+                _, updates = self._conn.recv()
+                for request_id, text, token_ids, logprobs, finish, error in updates:
+                    self._tokens_counter.inc(len(token_ids))
+                    queue = self._queues.get(request_id)
+                    if queue is None:
+                        continue  # cancelled meanwhile
+                    if finish or error:
+                        del self._queues[request_id]
+                    queue.put_nowait(TokenUpdate(text, token_ids, logprobs, finish, error))
+        except (EOFError, OSError):
+            self._on_worker_gone()
+        self._active_gauge.set(len(self._queues))
+
+    def _on_worker_gone(self) -> None:
+        """On the event loop: the pipe broke. Unexpected unless close() said so first."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._conn.fileno())
+        if self._dead:
+            return
+        self._dead = "the model's generation worker has stopped; the model must be reloaded"
+        log.error("generation_worker_gone", model=self._name, exit_code=self._process.poll())
+        for queue in self._queues.values():
+            queue.put_nowait(TokenUpdate(error="the generation worker stopped"))
+        self._queues.clear()
+
+    # ------------------------------------------------------------ any thread
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            for request in self._active.values():
-                self._cancels.append(request)
-            self._cond.notify()
-        self._thread.join(timeout=30)
-
-    # ------------------------------------------------------------ engine thread
-
-    def _run(self) -> None:
-        busy = False  # the pipeline still holds requests (running, or cancelled/stopped and not yet freed)
-        while True:
-            with self._cond:
-                while not (self._inbox or self._cancels or busy or self._closing):
-                    self._cond.wait()
-                inbox, self._inbox = self._inbox, []
-                cancels, self._cancels = self._cancels, []
-                if self._closing and not (self._active or inbox or busy):
-                    return
+        """Stop the worker (called off the event loop once no request uses the model)."""
+        self._dead = "the model was unloaded"
+        try:
+            self._conn.send(("close",))
+        except (BrokenPipeError, OSError):
+            pass
+        self._stop_process()
+        if self._loop is not None and not self._loop.is_closed():
             try:
-                for request in inbox:
-                    self._start(request)
-                for request in cancels:
-                    self._cancel(request)
-                if self._active or self._pipeline.has_non_finished_requests():
-                    self._pipeline.step()  # also frees the KV cache of cancelled and stopped requests
-                    for request in list(self._active.values()):
-                        self._collect(request)
-                busy = bool(self._active) or self._pipeline.has_non_finished_requests()
-                self._active_gauge.set(len(self._active))
-            except Exception as exc:  # a failed step fails the requests in it, not the server
-                log.exception("engine_step_failed")
-                for request in list(self._active.values()):
-                    self._finish(request, TokenUpdate(error=f"generation failed: {type(exc).__name__}"))
-                busy = False
-                if self._closing:
-                    return
+                self._loop.call_soon_threadsafe(self._detach)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self._conn.close()
 
-    def _start(self, request: _Request) -> None:
-        if request.cancelled:
-            return
-        request.streamer = ov_genai.TextStreamer(self._tokenizer, self._on_text(request))
-        input_ids = ov.Tensor(np.array([request.prompt_ids], dtype=np.int64))
-        request.handle = self._pipeline.add_request(request.request_id, input_ids, request.config)
-        self._active[request.request_id] = request
+    def _detach(self) -> None:
+        self._loop.remove_reader(self._conn.fileno())
+        self._conn.close()
 
-    @staticmethod
-    def _on_text(request: _Request):
-        def callback(text: str) -> ov_genai.StreamingStatus:
-            request.chunks.append(text)
-            return ov_genai.StreamingStatus.RUNNING
-
-        return callback
-
-    def _cancel(self, request: _Request) -> None:
-        if request.handle is not None and not request.done:
-            request.handle.cancel()  # frees its KV-cache blocks at the next step
-        self._active.pop(request.request_id, None)
-        request.done = True
-
-    def _collect(self, request: _Request) -> None:
-        handle = request.handle
-        update = TokenUpdate()
-        finish = None
-        if handle.can_read():
-            for output in handle.read().values():
-                update.token_ids.extend(output.generated_ids)
-                update.logprobs.extend(output.generated_log_probs)
-                finish = _FINISH_REASONS.get(output.finish_reason, finish)
-        self._tokens_counter.inc(len(update.token_ids))
-        for token in update.token_ids:
-            request.streamer.write(token)
-        status = handle.get_status()
-        if finish is None and status not in (ov_genai.GenerationStatus.RUNNING,):
-            finish = "stop" if status is not ov_genai.GenerationStatus.IGNORED else None
-            if status is ov_genai.GenerationStatus.IGNORED:
-                update.error = "the request was dropped: not enough KV-cache memory"
-        if finish is not None:
-            request.streamer.end()
-        text = "".join(request.chunks)
-        request.chunks.clear()
-        update.text = request.stops.feed(text)
-        if request.stops.stopped:
-            handle.stop()
-            finish = "stop"
-        elif finish is not None:
-            update.text += request.stops.flush()
-        if finish is not None or update.error:
-            update.finish_reason = finish
-            self._finish(request, update)
-        elif update.text or update.token_ids:
-            request.post(update)
-
-    def _finish(self, request: _Request, update: TokenUpdate) -> None:
-        self._active.pop(request.request_id, None)
-        request.done = True
-        request.post(update)
+    def _stop_process(self) -> None:
+        """Wait for the worker to exit; kill it if it does not."""
+        try:
+            self._process.wait(WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 class GenerationModel:
@@ -233,15 +202,11 @@ class GenerationModel:
         self.metadata = metadata
         self.settings = config.task_settings
         self.context_length = context_length(path, self.settings)
-        pipeline = ov_genai.ContinuousBatchingPipeline(
-            str(path), scheduler_config(self.settings), config.device, dict(config.plugin_config)
-        )
-        self.tokenizer = pipeline.get_tokenizer()
-        self.default_config = pipeline.get_config()  # the model's own eos / stop token ids
-        self.engine = GenerationEngine(pipeline, self.tokenizer, model_id, path.name)
+        self.tokenizer = ov_genai.Tokenizer(str(path))
+        self.engine = GenerationEngine(path, config, model_id, path.name)
+        self.eos_token_id: int = self.engine.defaults["eos_token_id"]
+        self.stop_token_ids: list[int] = self.engine.defaults["stop_token_ids"]
 
     def close(self) -> None:
         self.engine.close()
-        self.engine = None
         self.tokenizer = None
-        self.default_config = None

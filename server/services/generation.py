@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-import openvino_genai as ov_genai
 import structlog
 
-from server.errors import BadRequest, Overloaded, Unsupported
-from server.pipelines.generation import GenerationModel, TokenUpdate
+from server.errors import BadRequest, ModelNotReady, Overloaded, Unsupported
+from server.pipelines.generation import EngineUnavailable, GenerationModel, TokenUpdate
+from server.pipelines.sampling import build_config
 
 log = structlog.get_logger("server.generation")
 
@@ -29,7 +29,7 @@ class GenerationPlan:
     model_id: str
     prompt_ids: list[int]
     prompt_text: str
-    configs: list[ov_genai.GenerationConfig]
+    configs: list[dict]  # sampling parameters of each choice
     stop: list[str] = field(default_factory=list)
     include_stop: bool = False
     logprobs: int | None = None  # None: not requested; else how many top entries per token (0 or 1)
@@ -100,49 +100,47 @@ def _max_new_tokens(model: GenerationModel, body: dict, prompt_tokens: int, prom
     return requested
 
 
-def _structured_output(body: dict) -> ov_genai.StructuredOutputConfig | None:
+def _json_schema(body: dict) -> str | None:
+    """The JSON schema that structured output must follow, or None for free text."""
     response_format = body.get("response_format") or {"type": "text"}
     kind = response_format["type"]
     if kind == "text":
         return None
     if kind == "json_object":
-        return ov_genai.StructuredOutputConfig(json_schema=json.dumps({"type": "object"}))
+        return json.dumps({"type": "object"})
     spec = response_format.get("json_schema")
     if not spec or "schema" not in spec:
         raise BadRequest("response_format of type json_schema needs json_schema.schema",
                          param="response_format.json_schema")
-    return ov_genai.StructuredOutputConfig(json_schema=json.dumps(spec["schema"]))
+    return json.dumps(spec["schema"])
 
 
-def _generation_config(model: GenerationModel, body: dict, max_new_tokens: int, choice: int,
-                       logprobs: bool, structured: ov_genai.StructuredOutputConfig | None) -> ov_genai.GenerationConfig:
-    config = ov_genai.GenerationConfig()
-    defaults = model.default_config
-    config.eos_token_id = defaults.eos_token_id
-    config.stop_token_ids = defaults.stop_token_ids
-    config.max_new_tokens = max_new_tokens
+def _sampling_params(model: GenerationModel, body: dict, max_new_tokens: int, choice: int, logprobs: bool,
+                     json_schema: str | None) -> dict:
+    """GenerationConfig fields for one choice (see server/pipelines/sampling.py)."""
+    params: dict = {"eos_token_id": model.eos_token_id, "stop_token_ids": list(model.stop_token_ids),
+                    "max_new_tokens": max_new_tokens}
     temperature = body.get("temperature")
     if temperature:  # absent or 0: greedy
-        config.do_sample = True
-        config.temperature = temperature
+        params.update(do_sample=True, temperature=temperature)
         if body.get("top_p") is not None:
-            config.top_p = body["top_p"]
+            params["top_p"] = body["top_p"]
         if body.get("top_k") not in (None, 0, -1):
-            config.top_k = body["top_k"]
+            params["top_k"] = body["top_k"]
         if body.get("min_p") is not None:
-            config.min_p = body["min_p"]
+            params["min_p"] = body["min_p"]
     if body.get("seed") is not None:
-        config.rng_seed = body["seed"] + choice  # n choices differ, and repeat with the same seed
+        params["rng_seed"] = body["seed"] + choice  # n choices differ, and repeat with the same seed
     for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
         if body.get(name) is not None:
-            setattr(config, name, body[name])
+            params[name] = body[name]
     if body.get("ignore_eos"):
-        config.ignore_eos = True
+        params["ignore_eos"] = True
     if logprobs:
-        config.logprobs = 1
-    if structured is not None:
-        config.structured_output_config = structured
-    return config
+        params["logprobs"] = 1
+    if json_schema is not None:
+        params["json_schema"] = json_schema
+    return params
 
 
 def _stops(body: dict) -> list[str]:
@@ -188,12 +186,12 @@ def plan_completion(model_id: str, model: GenerationModel, body: dict) -> Genera
 def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: str, prompt_ids: list[int],
           prompt_param: str, logprobs: int | None) -> GenerationPlan:
     max_new_tokens = _max_new_tokens(model, body, len(prompt_ids), prompt_param)
-    structured = _structured_output(body)
+    json_schema = _json_schema(body)
     n = body.get("n") or 1
-    configs = [_generation_config(model, body, max_new_tokens, i, logprobs is not None, structured) for i in range(n)]
-    for config in configs:
+    configs = [_sampling_params(model, body, max_new_tokens, i, logprobs is not None, json_schema) for i in range(n)]
+    for params in configs:
         try:
-            config.validate()
+            build_config(params).validate()
         except Exception:
             raise BadRequest("These sampling parameters do not form a valid generation configuration") from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
@@ -208,18 +206,29 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: 
 # ----------------------------------------------------------------------------- running
 
 
+async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: dict) -> AsyncIterator[TokenUpdate]:
+    try:
+        async for update in model.engine.generate(plan.prompt_ids, params, stop=plan.stop,
+                                                  include_stop=plan.include_stop):
+            yield update
+    except EngineUnavailable as exc:
+        raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
+
+
 async def _merged(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[tuple[int, TokenUpdate]]:
     """Updates of all n choices as they come; leaving early cancels every choice."""
     if len(plan.configs) == 1:
-        async for update in model.engine.generate(plan.prompt_ids, plan.configs[0], stop=plan.stop,
-                                                  include_stop=plan.include_stop):
+        async for update in _choice_updates(model, plan, plan.configs[0]):
             yield 0, update
         return
     queue: asyncio.Queue = asyncio.Queue()
 
-    async def pump(index: int, config: ov_genai.GenerationConfig) -> None:
-        async for update in model.engine.generate(plan.prompt_ids, config, stop=plan.stop, include_stop=plan.include_stop):
-            await queue.put((index, update))
+    async def pump(index: int, params: dict) -> None:
+        try:
+            async for update in _choice_updates(model, plan, params):
+                await queue.put((index, update))
+        except ModelNotReady as exc:
+            await queue.put((index, TokenUpdate(error=exc.message)))
 
     tasks = [asyncio.create_task(pump(i, c)) for i, c in enumerate(plan.configs)]
     try:

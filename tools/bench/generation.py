@@ -355,7 +355,7 @@ class RawMode:
 
     def run_all(self) -> list[Run]:
         import openvino_genai as ov_genai
-        from server.pipelines.generation import scheduler_config
+        from server.pipelines.generation_worker import scheduler_config
 
         args = self.args
         config = served_settings(args.model_dir)
