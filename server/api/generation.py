@@ -18,7 +18,7 @@ bp = Blueprint.group(
 )
 
 
-async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResponse:
+async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResponse | None:
     body = validate_body(request, schema)
     if body.get("user"):
         request.ctx.user = body["user"]
@@ -27,15 +27,16 @@ async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResp
         model = instance.model
         plan = planner(body["model"], model, body)
         if body.get("stream"):
-            return await stream_events(request, generation.run_stream(model, plan))
+            await stream_events(request, generation.run_stream(model, plan))
+            return None
         return json(await generation.run_unary(model, plan))
 
 
-async def chat_completions(request: Request) -> HTTPResponse:
+async def chat_completions(request: Request) -> HTTPResponse | None:
     return await _serve(request, "chat_completions", generation.plan_chat, "/v3/chat/completions")
 
 
-async def completions(request: Request) -> HTTPResponse:
+async def completions(request: Request) -> HTTPResponse | None:
     return await _serve(request, "completions", generation.plan_completion, "/v3/completions")
 
 

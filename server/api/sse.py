@@ -10,7 +10,6 @@ from typing import AsyncGenerator
 
 import structlog
 from sanic import Request
-from sanic.response import HTTPResponse
 
 from server.api.errors import as_server_error, openai_envelope
 
@@ -22,9 +21,10 @@ def _frame(payload: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def stream_events(request: Request, events: AsyncGenerator[dict, None]) -> HTTPResponse:
+async def stream_events(request: Request, events: AsyncGenerator[dict, None]) -> None:
     """Send the first event before the headers, so that errors raised before any output (bad model,
-    bad input) still get a proper status code."""
+    bad input) still get a proper status code. The response is sent here: the handler returns None
+    (Sanic logs an error when a handler returns a response it has already streamed)."""
     first = await anext(events)
     response = await request.respond(content_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-request-id": request.ctx.request_id})
@@ -41,4 +41,3 @@ async def stream_events(request: Request, events: AsyncGenerator[dict, None]) ->
         await events.aclose()  # on client disconnect too: cancels the generation
     await response.send(_frame("[DONE]"))
     await response.eof()
-    return response

@@ -74,17 +74,45 @@ def process_cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int) -> list[int]:
+    """Live child processes of `pid`, recursively (the server's generation workers)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live descendants."""
+    total = 0.0
+    for member in [pid, *descendants(pid)]:
+        try:
+            total += process_cpu_seconds(member)
+        except OSError:  # exited meanwhile
+            pass
+    return total
+
+
 class ForeignCPU:
     """How much CPU the rest of the machine used while measuring: the machine's busy time minus this
-    process's and the given child processes'. Far above zero means the numbers are not clean (on a
-    2-core machine, anything else running steals cores from the benchmark)."""
+    process's and the given processes' (with their descendants). Far above zero means the numbers are
+    not clean (on a 2-core machine, anything else running steals cores from the benchmark)."""
 
     def __init__(self, pids: Sequence[int] = ()) -> None:
         self.pids = list(pids)
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, float]:
-        own = process_cpu_seconds() + sum(process_cpu_seconds(pid) for pid in self.pids)
+        own = process_cpu_seconds() + sum(tree_cpu_seconds(pid) for pid in self.pids)
         return machine_busy_seconds(), own
 
     def seconds(self) -> float:
@@ -261,8 +289,8 @@ class ServerProcess:
         return math.nan
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (Linux /proc)."""
-        return process_cpu_seconds(self.process.pid)
+        """User + system CPU time the server process and its generation workers have used so far (Linux /proc)."""
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
