@@ -4,7 +4,8 @@ Two modes, measured one after the other in the same run (never two at once: Open
 
   server  the real server (`python -m server serve`) on a temporary repository holding only the model,
           OpenAI `POST /v3/embeddings` with one sentence per request, encoding_format float, sent by C
-          concurrent httpx clients back to back. The server micro-batches concurrent requests.
+          concurrent clients back to back (keep-alive raw HTTP/1.1: common.HTTPConnection). The server
+          micro-batches concurrent requests.
   raw     an in-process openvino_genai.TextEmbeddingPipeline built like the server builds it (same
           config.json, same schema defaults: pooling, normalize, max_length, device, plugin_config),
           embedding THE SAME sentences in the same order in batches of min(C, max_batch_size): the upper
@@ -36,7 +37,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
     environment, run_on_server,
-    REPO_ROOT, ForeignCPU, Histogram, ServerProcess, closed_loop, fmt, latest_version_dir, markdown_table, model_config_document,
+    REPO_ROOT, ForeignCPU, Histogram, ServerProcess, closed_loop, ConnectionPool, fmt, latest_version_dir, markdown_table, model_config_document,
     ms, new_event_loop_policy, percentile, read_histogram, release_memory, single_model_repository, text_table,
     foreign_warning, wait_for_idle, write_model_config,
 )
@@ -182,24 +183,17 @@ class ServerMode:
         return run_on_server(repository, self.workdir, args.model_id, args.keep_server_log, self._run_all)
 
     async def _run_all(self, server: ServerProcess) -> list[ServerRun]:
-        import httpx
-
         args = self.args
-        url = server.base_url + "/v3/embeddings"
         payloads = [json.dumps({"model": args.model_id, "input": s, "encoding_format": "float"}).encode()
                     for s in SENTENCES]
-        headers = {"content-type": "application/json"}
         most = max(args.concurrency)
-        limits = httpx.Limits(max_connections=most + 2, max_keepalive_connections=most + 2)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)) as client:
+        pool = ConnectionPool(server.base_url, most)
+        try:
 
             async def send(i: int) -> None:
-                response = await client.post(url, content=payloads[i % len(payloads)], headers=headers)
-                if response.status_code != 200:
-                    raise RuntimeError(f"HTTP {response.status_code}: {response.content[:500]!r}")
-                data = response.json()["data"]
+                data = (await pool.post_json("/v3/embeddings", payloads[i % len(payloads)]))["data"]
                 if len(data) != 1 or not data[0]["embedding"]:
-                    raise RuntimeError(f"unexpected response for request {i}: {response.content[:200]!r}")
+                    raise RuntimeError(f"unexpected response for request {i}: {data!r:.200}")
                 if i < 4 and i not in self.sample:
                     self.sample[i] = data[0]["embedding"]
 
@@ -222,6 +216,8 @@ class ServerMode:
                       f"{run.batches.describe()}", file=sys.stderr)
                 runs.append(run)
             return runs
+        finally:
+            await pool.close()
 
     def _batches(self, server: ServerProcess) -> Histogram:
         return read_histogram(server.base_url, "ovms_batch_size", "model", self.args.model_id + ":")
@@ -396,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = new_event_loop_policy()
     print(f"Embeddings benchmark: {environment(args)}")
     print(f"modes {' '.join(args.modes)}; concurrency {' '.join(map(str, args.concurrency))}; {args.requests} "
-          f"requests per C; POST /v3/embeddings, one sentence, encoding_format float; httpx on {loop}")
+          f"requests per C; POST /v3/embeddings, one sentence, encoding_format float; raw HTTP/1.1 clients on {loop}")
     if args.server_config:
         print(f"config overrides: {json.dumps(args.server_config)}")
     server_runs: list[ServerRun] = []

@@ -4,8 +4,8 @@ Two modes, measured one after the other in the same run (never two at once: Open
 
   server  the real server (`python -m server serve`) on a temporary repository holding only the model,
           Cohere-style `POST /v3/rerank` with one query and k documents per request, sent by C concurrent
-          httpx clients back to back. With scoring embeddings_cosine (the demo
-          all-MiniLM-L6-v2-rerank), the server embeds [query, *documents] through its micro-batcher,
+          clients back to back (keep-alive raw HTTP/1.1: common.HTTPConnection). With scoring
+          embeddings_cosine (the demo all-MiniLM-L6-v2-rerank), the server embeds [query, *documents] through its micro-batcher,
           items of concurrent requests sharing pipeline calls, and scores (1 + cos) / 2.
   raw     an in-process openvino_genai.TextEmbeddingPipeline built like the server's cosine scorer (pooling
           and max_length from the rerank section, normalize true), embedding THE SAME texts in the same
@@ -37,7 +37,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
     environment, run_on_server,
-    REPO_ROOT, ForeignCPU, Histogram, ServerProcess, closed_loop, fmt, latest_version_dir, markdown_table, model_config_document,
+    REPO_ROOT, ForeignCPU, Histogram, ServerProcess, closed_loop, ConnectionPool, fmt, latest_version_dir, markdown_table, model_config_document,
     ms, new_event_loop_policy, percentile, read_histogram, release_memory, single_model_repository, text_table,
     foreign_warning, wait_for_idle, write_model_config,
 )
@@ -207,11 +207,8 @@ class ServerMode:
         return run_on_server(repository, self.workdir, args.model_id, args.keep_server_log, self._run_all)
 
     async def _run_all(self, server: ServerProcess) -> list[ServerRun]:
-        import httpx
-
         args = self.args
         k = args.documents
-        url = server.base_url + "/v3/rerank"
         variants = len(QUERIES) * len(DOCUMENTS)  # request_texts repeats with this period at most
         payloads: dict[int, bytes] = {}
 
@@ -222,16 +219,12 @@ class ServerMode:
                 payloads[key] = json.dumps({"model": args.model_id, "query": query, "documents": documents}).encode()
             return payloads[key]
 
-        headers = {"content-type": "application/json"}
         most = max(args.concurrency)
-        limits = httpx.Limits(max_connections=most + 2, max_keepalive_connections=most + 2)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)) as client:
+        pool = ConnectionPool(server.base_url, most)
+        try:
 
             async def send(i: int) -> None:
-                response = await client.post(url, content=payload(i), headers=headers)
-                if response.status_code != 200:
-                    raise RuntimeError(f"HTTP {response.status_code}: {response.content[:500]!r}")
-                results = response.json()["results"]
+                results = (await pool.post_json("/v3/rerank", payload(i)))["results"]
                 if len(results) != k:
                     raise RuntimeError(f"request {i}: {len(results)} results for {k} documents")
                 if i < 4 and i not in self.sample:
@@ -260,6 +253,8 @@ class ServerMode:
                       f"{run.batches.describe()}", file=sys.stderr)
                 runs.append(run)
             return runs
+        finally:
+            await pool.close()
 
     def _batches(self, server: ServerProcess) -> Histogram:
         return read_histogram(server.base_url, "ovms_batch_size", "model", self.args.model_id + ":")
@@ -452,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = new_event_loop_policy()
     print(f"Rerank benchmark: {environment(args)}")
     print(f"modes {' '.join(args.modes)}; concurrency {' '.join(map(str, args.concurrency))}; {args.requests} "
-          f"requests per C; POST /v3/rerank, 1 query + {args.documents} documents; httpx on {loop}")
+          f"requests per C; POST /v3/rerank, 1 query + {args.documents} documents; raw HTTP/1.1 clients on {loop}")
     if args.server_config:
         print(f"config overrides: {json.dumps(args.server_config)}")
     server_runs: list[ServerRun] = []
