@@ -32,6 +32,9 @@ class LoadedModel(Protocol):
 
     task: str
     metadata: ModelMetadata
+    # Optional: None while healthy; a reason once the pipeline can no longer serve (a generation
+    # worker process died). The manager then retires this instance and loads the version again.
+    broken: str | None
 
     def close(self) -> None:
         """Release the pipeline and its memory. Called off the event loop, once nothing uses it."""

@@ -81,7 +81,9 @@ class GenerationEngine:
         self._ids = itertools.count()
         self._queues: dict[int, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._dead: str | None = None
+        self._dead: str | None = None  # why requests can no longer be added
+        self._broken: str | None = None  # why the worker died on its own (not by close())
+        self._closed = False
 
     def _wait_ready(self) -> dict:
         try:
@@ -158,7 +160,7 @@ class GenerationEngine:
             self._loop.remove_reader(self._conn.fileno())
         if self._dead:
             return
-        self._dead = "the model's generation worker has stopped; the model must be reloaded"
+        self._dead = self._broken = "the generation worker process stopped"
         log.error("generation_worker_gone", model=self._name, exit_code=self._process.poll())
         for queue in self._queues.values():
             queue.put_nowait(TokenUpdate(error="the generation worker stopped"))
@@ -166,8 +168,16 @@ class GenerationEngine:
 
     # ------------------------------------------------------------ any thread
 
+    @property
+    def broken(self) -> str | None:
+        """None while the worker runs; why it stopped if it died on its own (crash, OOM kill)."""
+        if self._broken is None and not self._closed and self._process.poll() is not None:
+            self._broken = f"the generation worker process exited (code {self._process.returncode})"
+        return self._broken
+
     def close(self) -> None:
         """Stop the worker (called off the event loop once no request uses the model)."""
+        self._closed = True
         self._dead = "the model was unloaded"
         try:
             self._conn.send(("close",))
@@ -206,6 +216,10 @@ class GenerationModel:
         self.engine = GenerationEngine(path, config, model_id, path.name)
         self.eos_token_id: int = self.engine.defaults["eos_token_id"]
         self.stop_token_ids: list[int] = self.engine.defaults["stop_token_ids"]
+
+    @property
+    def broken(self) -> str | None:
+        return self.engine.broken
 
     def close(self) -> None:
         self.engine.close()

@@ -424,6 +424,9 @@ class ModelManager:
     def resolve(self, model_id: str, version: int | None = None) -> Instance:
         """The instance that serves a request: the given version, else the newest available one."""
         record = self._record(model_id)
+        for instance in list(record.instances.values()):
+            if getattr(instance.model, "broken", None):
+                self._repair(record, instance)
         if version is not None:
             if version in record.instances:
                 return record.instances[version]
@@ -434,6 +437,15 @@ class ModelManager:
             raise ModelNotReady(f"The model '{model_id}' is not ready: {self._view(record).error or 'loading'}",
                                 param="model")
         return record.instances[max(record.instances)]
+
+    def _repair(self, record: ModelRecord, instance: Instance) -> None:
+        """A loaded pipeline that can no longer serve (its generation worker died): stop routing to
+        it and load the same version again, unless the model was unloaded on purpose."""
+        reason = instance.model.broken
+        log.error("model_version_broken", model=record.model_id, version=instance.version, reason=reason)
+        self._retire(record, instance, f"{reason}; reloading")
+        if record.desired is not None and not record.unloaded_by_request:
+            self._schedule(record.model_id, record.desired)
 
     # ---------------------------------------------------------------- views for the status APIs
 

@@ -128,6 +128,19 @@ class ServerProcess:
                 events.append(record)
         return events
 
+    def worker_pids(self) -> list[int]:
+        """Live generation worker processes the server started (python -m server.pipelines.generation_worker)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.process.pid and b"generation_worker" in cmdline:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

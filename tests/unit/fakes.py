@@ -24,6 +24,7 @@ class FakeModel:
         self.metadata = ModelMetadata(inputs=(TensorSpec("input_ids", "INT64", (-1, -1)),),
                                       outputs=(TensorSpec("logits", "FP32", (-1, -1, 8)),))
         self.closed = False
+        self.broken: str | None = None  # a test sets a reason to play a crashed worker
 
     def close(self) -> None:
         self.closed = True

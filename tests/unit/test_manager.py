@@ -241,3 +241,29 @@ async def test_explicit_load_errors(tmp_path: Path, manager: ModelManager) -> No
             await manager.load_model(model_id)
     with pytest.raises(ModelNotFound):
         await manager.unload_model("missing")
+
+
+async def test_broken_instance_is_retired_and_reloaded(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
+    write_model(tmp_path, "m", versions=(1,), config=EMBED)
+    await apply(manager)
+    broken = manager.resolve("m").model
+    broken.broken = "the generation worker process exited (code -9)"
+    with pytest.raises(ModelNotReady):  # the only version is reloading
+        manager.resolve("m")
+    await manager.settle()
+    fresh = manager.resolve("m").model
+    assert fresh is not broken and fresh.broken is None
+    assert broken.closed
+    assert loader.load_calls == 2
+    assert states(manager, "m") == {1: "AVAILABLE"}
+
+
+async def test_other_versions_serve_while_a_broken_one_reloads(tmp_path: Path, manager: ModelManager,
+                                                              loader: FakeLoader) -> None:
+    write_model(tmp_path, "m", versions=(1, 2), config={**EMBED, "model_version_policy": {"all": {}}})
+    await apply(manager)
+    manager.resolve("m", 2).model.broken = "crashed"
+    assert manager.resolve("m").version == 1  # another version keeps serving meanwhile
+    await manager.settle()
+    assert manager.resolve("m").version == 2
+    assert loader.load_calls == 3

@@ -14,11 +14,13 @@ fixed), so every request produces exactly max_tokens tokens. Per request: TTFT (
 content), inter-token latency (gaps between successive content chunks / token reads) and the number
 of completion tokens. Per mode and C: output tokens/s = all completion tokens / wall time.
 
-Caveats: the server's TTFT and ITL count SSE chunks with visible text (the server's TextStreamer holds
-back a few tokens, so a chunk may carry several), raw's count token reads. Warm-up sends every prompt
-once, so all modes measure with the prompts in the prefix cache. Before each measurement the tool
-waits for other processes to leave the CPU (--idle-wait) and measures again when they did not
-(--retries); the "other CPU s" column shows the CPU time they used anyway.
+Caveats: the server's TTFT and ITL count SSE chunks with visible text, raw's count token reads (the
+server emits a token's text at the step that produced it, except for held-back partial UTF-8 or stop
+string prefixes). Warm-up sends every prompt once, so all modes measure with the prompts in the prefix
+cache. Before each measurement the tool waits for other processes to leave the CPU (--idle-wait) and
+measures again when they did not (--retries); the "other CPU s" column shows the CPU time they used
+anyway. Single runs on a 2-core VM vary by 10-20 %, so server and raw are measured --rounds times,
+alternating, and the report gives medians (see Results).
 
     .venv/bin/python tools/bench/generation.py
     .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import statistics
 import sys
 import tempfile
 import threading
@@ -519,11 +522,41 @@ HEADERS = ("mode", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99
 OTHER_CPU_LIMIT = 0.05
 
 
-def _row(run: Run, raw: Run | None) -> list[str]:
-    ratio = f"{run.tokens_per_s / raw.tokens_per_s:.2f}x" if raw else "-"
-    delta = fmt(run.ttft_ms(50) - raw.ttft_ms(50)) if raw else "-"
-    return [run.mode, fmt(run.tokens_per_s), fmt(run.ttft_ms(50)), fmt(run.ttft_ms(99)), fmt(run.itl_ms(50), 2),
-            fmt(run.itl_ms(99), 2), ratio, delta]
+class Results:
+    """Runs by (mode, C) over all rounds. A mode's figures are those of its median-tok/s run; the
+    ratio and TTFT delta against raw are medians of the per-round values (each round measures server
+    and raw minutes apart, so drift of the machine between rounds does not bias them)."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs: dict[tuple[str, int], list[Run]] = {}
+        for run in runs:
+            self.runs.setdefault((run.mode, run.concurrency), []).append(run)
+
+    def has(self, mode: str, concurrency: int) -> bool:
+        return (mode, concurrency) in self.runs
+
+    def median_run(self, mode: str, concurrency: int) -> Run:
+        runs = sorted(self.runs[(mode, concurrency)], key=lambda run: run.tokens_per_s)
+        return runs[(len(runs) - 1) // 2]
+
+    def _paired(self, mode: str, concurrency: int) -> list[tuple[Run, Run]]:
+        raws = {run.notes.get("round", 0): run for run in self.runs.get(("raw", concurrency), [])}
+        return [(run, raws[run.notes.get("round", 0)]) for run in self.runs[(mode, concurrency)]
+                if run.notes.get("round", 0) in raws]
+
+    def ratios(self, mode: str, concurrency: int) -> list[float]:
+        return [run.tokens_per_s / raw.tokens_per_s for run, raw in self._paired(mode, concurrency)]
+
+    def ttft_deltas(self, mode: str, concurrency: int) -> list[float]:
+        return [run.ttft_ms(50) - raw.ttft_ms(50) for run, raw in self._paired(mode, concurrency)]
+
+    def row(self, mode: str, concurrency: int) -> list[str]:
+        run = self.median_run(mode, concurrency)
+        ratios, deltas = self.ratios(mode, concurrency), self.ttft_deltas(mode, concurrency)
+        ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        delta = fmt(statistics.median(deltas)) if deltas else "-"
+        return [mode, fmt(run.tokens_per_s), fmt(run.ttft_ms(50)), fmt(run.ttft_ms(99)), fmt(run.itl_ms(50), 2),
+                fmt(run.itl_ms(99), 2), ratio, delta]
 
 
 # CPU s: CPU time of the server process (server) or of this process (raw, naive) during the measurement.
@@ -537,27 +570,26 @@ def _extra(run: Run) -> list[str]:
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> str:
-    by_key = {(run.mode, run.concurrency): run for run in runs}
+    results = Results(runs)
     lines = []
     for concurrency in args.concurrency:
-        raw = by_key.get(("raw", concurrency))
-        rows = [_row(by_key[(mode, concurrency)], raw) for mode in MODES if (mode, concurrency) in by_key]
+        modes = [mode for mode in MODES if results.has(mode, concurrency)]
         n = concurrency * args.requests_per_client
         lines.append(f"\nC={concurrency}: {concurrency} client(s) x {args.requests_per_client} request(s) = {n} "
                      f"requests, {args.max_tokens} tokens each")
         lines.append(text_table((*HEADERS, *EXTRA_HEADERS), [
-            [*row, *_extra(by_key[(row[0], concurrency)])] for row in rows]))
-        server = by_key.get(("server", concurrency))
-        if server:
+            [*results.row(mode, concurrency), *_extra(results.median_run(mode, concurrency))] for mode in modes]))
+        if results.has("server", concurrency):
+            server = results.median_run("server", concurrency)
             lines.append(f"server: benchmark client CPU {server.notes['client_cpu_s']:.2f}s, "
                          f"{sum(r.content_events for r in server.requests) / len(server.requests):.1f} content "
                          f"chunks/request")
-    md_rows = []
-    for concurrency in args.concurrency:
-        raw = by_key.get(("raw", concurrency))
-        for mode in MODES:
-            if (mode, concurrency) in by_key:
-                md_rows.append([str(concurrency), *_row(by_key[(mode, concurrency)], raw)])
+            if len(results.runs[("server", concurrency)]) > 1:
+                ratios = ", ".join(f"{r:.2f}" for r in results.ratios("server", concurrency))
+                deltas = ", ".join(fmt(d) for d in results.ttft_deltas("server", concurrency))
+                lines.append(f"server/raw tok/s by round: {ratios}; TTFT p50 - raw by round (ms): {deltas}")
+    md_rows = [[str(concurrency), *results.row(mode, concurrency)]
+               for concurrency in args.concurrency for mode in MODES if results.has(mode, concurrency)]
     lines.append("\nMarkdown:\n")
     lines.append(markdown_table(("C", *HEADERS), md_rows))
     noisy = [run for run in runs if is_noisy(run)]
@@ -575,7 +607,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16], help="client counts (1 4 8 16)")
-    parser.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends in turn (2)")
+    parser.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in turn (4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure server and raw this many times, alternating; report medians (3). "
+                             "naive is measured in the first round only")
     parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per request (64)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="what to measure, in order")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
@@ -594,8 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.model_dir} is not a folder")
     args.model_id = args.model_id or f"{args.model_dir.parent.name}/{args.model_dir.name}"
     args.version_dir = latest_version_dir(args.model_dir)
-    if min(args.concurrency) < 1 or args.requests_per_client < 1 or args.max_tokens < 1:
-        parser.error("--concurrency, --requests-per-client and --max-tokens must be positive")
+    if min(args.concurrency) < 1 or args.requests_per_client < 1 or args.max_tokens < 1 or args.rounds < 1:
+        parser.error("--concurrency, --requests-per-client, --max-tokens and --rounds must be positive")
     return args
 
 
@@ -605,18 +640,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Generation benchmark: {environment(args)}")
     print(f"modes {' '.join(args.modes)}; concurrency {' '.join(map(str, args.concurrency))}; "
           f"{args.requests_per_client} request(s)/client; max_tokens {args.max_tokens}, ignore_eos, greedy, "
-          f"streaming")
+          f"streaming; {args.rounds} round(s)")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
-        for mode in args.modes:
-            mode_began = time.perf_counter()
-            if mode == "server":
-                runs += ServerMode(args, Path(tmp)).run_all()
-            elif mode == "raw":
-                runs += RawMode(args).run_all()
-            else:
-                runs += NaiveMode(args).run_all()
-            print(f"[{mode}] done in {time.perf_counter() - mode_began:.1f}s", file=sys.stderr)
+        for round_index in range(args.rounds):
+            for mode in args.modes:
+                if mode == "naive" and round_index > 0:
+                    continue
+                mode_began = time.perf_counter()
+                if mode == "server":
+                    mode_runs = ServerMode(args, Path(tmp)).run_all()
+                elif mode == "raw":
+                    mode_runs = RawMode(args).run_all()
+                else:
+                    mode_runs = NaiveMode(args).run_all()
+                for run in mode_runs:
+                    run.notes["round"] = round_index
+                runs += mode_runs
+                print(f"[{mode}] round {round_index + 1}/{args.rounds} done in "
+                      f"{time.perf_counter() - mode_began:.1f}s", file=sys.stderr)
     print(report(runs, args))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
