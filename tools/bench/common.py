@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks in tools/bench/: percentiles, a temporary one-model repository,
-the server subprocess, and table printing (plain text for the terminal, Markdown for the README).
+the server subprocess, command-line options, and table printing (plain text for the terminal, Markdown
+for the README).
 
 Run benchmarks from the project root with the project's interpreter, e.g.
 `.venv/bin/python tools/bench/generation.py`. Nothing here imports the server package, so a benchmark
@@ -8,6 +9,7 @@ can measure the server over HTTP without paying for its imports.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
@@ -219,6 +221,39 @@ def release_memory() -> None:
     """After `del pipeline`: collect, so that OpenVINO frees the compiled model before the next mode."""
     gc.collect()
     gc.collect()
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by the first paragraph of its module docstring."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model_options(parser: argparse.ArgumentParser, modes: Sequence[str], default_model_dir: Path,
+                      model_help: str) -> None:
+    """--modes, --model-dir and --model-id: what to measure, and on which model."""
+    parser.add_argument("--modes", nargs="+", choices=modes, default=list(modes), help="what to measure, in order")
+    parser.add_argument("--model-dir", type=Path, default=default_model_dir, help=model_help)
+    parser.add_argument("--model-id", help="model id in the server (default: the model folder's last two parts)")
+
+
+def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """--json and --keep-server-log: what a run leaves behind besides its printed report."""
+    parser.add_argument("--json", type=Path, help=json_help)
+    parser.add_argument("--keep-server-log", type=Path, help="copy the server's log here")
+
+
+def resolve_model_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """After parsing: absolute model_dir (a usage error when it is not a folder), the default model_id
+    and version_dir, the folder the server's default policy serves (and the raw modes load)."""
+    args.model_dir = args.model_dir.resolve()
+    if not args.model_dir.is_dir():
+        parser.error(f"{args.model_dir} is not a folder")
+    args.model_id = args.model_id or f"{args.model_dir.parent.name}/{args.model_dir.name}"
+    args.version_dir = latest_version_dir(args.model_dir)
 
 
 # ----------------------------------------------------------------------------- server subprocess

@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
-    environment, run_on_server,
-    REPO_ROOT, ForeignCPU, ServerProcess, fmt, latest_version_dir, markdown_table, ms, percentile, release_memory,
+    environment, run_on_server, add_model_options, add_output_options, bench_parser, resolve_model_args,
+    REPO_ROOT, ForeignCPU, ServerProcess, fmt, markdown_table, ms, percentile, release_memory,
     process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
 )
 
@@ -604,31 +604,23 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16], help="client counts (1 4 8 16)")
     parser.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in turn (4)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure server and raw this many times, alternating; report medians (3). "
                              "naive is measured in the first round only")
     parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per request (64)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="what to measure, in order")
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="model folder with config.json and version folders (the demo SmolLM2-135M-Instruct)")
-    parser.add_argument("--model-id", help="model id in the server (default: the model folder's last two parts)")
+    add_model_options(parser, MODES, DEFAULT_MODEL_DIR,
+                      "model folder with config.json and version folders (the demo SmolLM2-135M-Instruct)")
     parser.add_argument("--idle-wait", type=float, default=300.0,
                         help="before each measurement, wait up to this many seconds for other processes to leave "
                              "the CPU (default 300; 0: do not wait)")
     parser.add_argument("--retries", type=int, default=3,
                         help="measure again when other processes used the CPU meanwhile, up to this many times (3)")
-    parser.add_argument("--json", type=Path, help="also write every per-mode summary to this JSON file")
-    parser.add_argument("--keep-server-log", type=Path, help="copy the server's log here")
+    add_output_options(parser, "also write every per-mode summary to this JSON file")
     args = parser.parse_args(argv)
-    args.model_dir = args.model_dir.resolve()
-    if not args.model_dir.is_dir():
-        parser.error(f"{args.model_dir} is not a folder")
-    args.model_id = args.model_id or f"{args.model_dir.parent.name}/{args.model_dir.name}"
-    args.version_dir = latest_version_dir(args.model_dir)
+    resolve_model_args(parser, args)
     if min(args.concurrency) < 1 or args.requests_per_client < 1 or args.max_tokens < 1 or args.rounds < 1:
         parser.error("--concurrency, --requests-per-client, --max-tokens and --rounds must be positive")
     return args
