@@ -139,6 +139,8 @@ class ModelManager:
         """Scan the repository and apply every change. With wait, return once the resulting loads
         finished; the watcher does not wait, so that a newer change can overtake a slow load."""
         async with self._scan_lock:
+            for record in list(self._models.values()):
+                self._repair_broken(record)
             snapshot = await self._blocking(scan, self.root)
             changes = diff(self._snapshot, snapshot)
             self._snapshot = snapshot
@@ -424,9 +426,7 @@ class ModelManager:
     def resolve(self, model_id: str, version: int | None = None) -> Instance:
         """The instance that serves a request: the given version, else the newest available one."""
         record = self._record(model_id)
-        for instance in list(record.instances.values()):
-            if getattr(instance.model, "broken", None):
-                self._repair(record, instance)
+        self._repair_broken(record)
         if version is not None:
             if version in record.instances:
                 return record.instances[version]
@@ -438,13 +438,16 @@ class ModelManager:
                                 param="model")
         return record.instances[max(record.instances)]
 
-    def _repair(self, record: ModelRecord, instance: Instance) -> None:
-        """A loaded pipeline that can no longer serve (its generation worker died): stop routing to
-        it and load the same version again, unless the model was unloaded on purpose."""
-        reason = instance.model.broken
-        log.error("model_version_broken", model=record.model_id, version=instance.version, reason=reason)
-        self._retire(record, instance, f"{reason}; reloading")
-        if record.desired is not None and not record.unloaded_by_request:
+    def _repair_broken(self, record: ModelRecord) -> None:
+        """Loaded pipelines that can no longer serve (a generation worker died) stop getting requests
+        and their version is loaded again, unless the model was unloaded on purpose. Checked when a
+        request resolves the model and at every rescan, so the status APIs catch up without traffic."""
+        broken = [i for i in record.instances.values() if getattr(i.model, "broken", None)]
+        for instance in broken:
+            reason = instance.model.broken
+            log.error("model_version_broken", model=record.model_id, version=instance.version, reason=reason)
+            self._retire(record, instance, f"{reason}; reloading")
+        if broken and record.desired is not None and not record.unloaded_by_request:
             self._schedule(record.model_id, record.desired)
 
     # ---------------------------------------------------------------- views for the status APIs

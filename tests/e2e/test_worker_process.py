@@ -67,6 +67,17 @@ def test_killed_worker_fails_its_streams_and_the_version_reloads(chat_server: Se
     assert server.log_events("model_version_broken")
 
 
+def test_killed_idle_worker_is_replaced_without_traffic(chat_server: ServerProcess) -> None:
+    (worker,) = chat_server.worker_pids()
+    os.kill(worker, signal.SIGKILL)
+    # The periodic rescan (3 s in these tests) finds the dead worker; no request is needed.
+    wait_for(lambda: [p for p in chat_server.worker_pids() if p != worker], timeout=60, what="a new worker")
+    chat_server.wait_states("chat", {"1": "AVAILABLE"})
+    response = OpenAI(base_url=chat_server.url("/v3"), api_key="unused").chat.completions.create(
+        model="chat", messages=HI)
+    assert response.choices[0].message.content == REPLY
+
+
 def test_no_worker_outlives_the_server(chat_server: ServerProcess) -> None:
     workers = chat_server.worker_pids()
     assert len(workers) == 1

@@ -267,3 +267,14 @@ async def test_other_versions_serve_while_a_broken_one_reloads(tmp_path: Path, m
     await manager.settle()
     assert manager.resolve("m").version == 2
     assert loader.load_calls == 3
+
+
+async def test_rescan_repairs_a_broken_instance_without_traffic(tmp_path: Path, manager: ModelManager,
+                                                                 loader: FakeLoader) -> None:
+    write_model(tmp_path, "m", versions=(1,), config=EMBED)
+    await apply(manager)
+    broken = manager.resolve("m").model
+    broken.broken = "crashed"
+    await apply(manager)  # nothing changed on disk: the periodic rescan alone finds it
+    assert broken.closed and loader.load_calls == 2
+    assert states(manager, "m") == {1: "AVAILABLE"}
