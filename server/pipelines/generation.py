@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -55,6 +56,14 @@ class TokenUpdate:
     error: str | None = None
 
 
+def _worker_environment() -> dict[str, str]:
+    """This environment, with the folder holding the `server` package first on PYTHONPATH: the worker
+    must import this very package even when the server was started from another directory."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+
+
 class EngineUnavailable(RuntimeError):
     """The worker process is gone (crashed or closed); the message is safe to show."""
 
@@ -74,7 +83,7 @@ class GenerationEngine:
         with child_sock:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=_worker_environment(),
             )
         self._conn.send((str(path), dict(config.task_settings), config.device, dict(config.plugin_config)))
         self.defaults = self._wait_ready()
