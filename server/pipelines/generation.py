@@ -13,9 +13,11 @@ import asyncio
 import itertools
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from multiprocessing.connection import Connection
@@ -70,45 +72,59 @@ class EngineUnavailable(RuntimeError):
 
 class GenerationEngine:
     """Blocking constructor (spawns the worker and waits until its pipeline is built); the rest runs
-    on the event loop, except close()."""
+    on the event loop, except close(). Messages to the worker go through a writer thread, so a full
+    socket buffer (large prompts while the worker is inside a long step) never blocks the event loop."""
 
     def __init__(self, path: Path, config: ModelConfig, model_id: str, version: str) -> None:
         self._name = f"{model_id}:{version}"
         self._active_gauge = metrics.GENERATION_ACTIVE.labels(model_id, version)
         self._tokens_counter = metrics.GENERATED_TOKENS.labels(model_id, version)
-        # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
-        # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
-        parent_sock, child_sock = socket.socketpair()
-        self._conn = Connection(parent_sock.detach())
-        with child_sock:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=_worker_environment(),
-            )
-        self._conn.send((str(path), dict(config.task_settings), config.device, dict(config.plugin_config)))
-        self.defaults = self._wait_ready()
         self._ids = itertools.count()
         self._queues: dict[int, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead: str | None = None  # why requests can no longer be added
         self._broken: str | None = None  # why the worker died on its own (not by close())
         self._closed = False
+        # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
+        # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
+        parent_sock, child_sock = socket.socketpair()
+        self._conn = Connection(parent_sock.detach())
+        self._process: subprocess.Popen | None = None
+        try:
+            with child_sock:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno()),
+                     str(os.getpid())],
+                    pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=_worker_environment(),
+                )
+            self._conn.send((str(path), dict(config.task_settings), config.device, dict(config.plugin_config)))
+            self.defaults = self._wait_ready()
+        except BaseException:
+            self._stop_process()
+            self._conn.close()
+            raise
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name=f"engine-writer-{self._name}", daemon=True)
+        self._writer.start()
 
     def _wait_ready(self) -> dict:
+        if not self._conn.poll(WORKER_START_TIMEOUT_S):
+            raise RuntimeError(f"the generation worker did not start within {WORKER_START_TIMEOUT_S} s")
         try:
-            if not self._conn.poll(WORKER_START_TIMEOUT_S):
-                raise RuntimeError(f"the generation worker did not start within {WORKER_START_TIMEOUT_S} s")
             kind, payload = self._conn.recv()
         except EOFError:
             self._stop_process()
             raise RuntimeError(f"the generation worker exited while loading (exit code {self._process.returncode})") from None
-        except BaseException:
-            self._stop_process()
-            raise
         if kind != "ready":
-            self._stop_process()
             raise RuntimeError(payload)
         return payload
+
+    def _write_loop(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self._conn.send(message)
+            except OSError:  # the worker is gone: the reader sees EOF and fails the requests
+                return
 
     # ------------------------------------------------------------ event-loop side
 
@@ -119,19 +135,20 @@ class GenerationEngine:
         if self._dead:
             raise EngineUnavailable(self._dead)
         request_id = next(self._ids)
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = queue
-        self._send(("add", request_id, prompt_ids, params, stop or [], include_stop))
+        updates: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = updates
+        self._outbox.put(("add", request_id, prompt_ids, params, stop or [], include_stop))
         self._active_gauge.set(len(self._queues))
         try:
             while True:
-                update = await queue.get()
+                update = await updates.get()
                 yield update
                 if update.finish_reason or update.error:
                     return
         finally:
             if self._queues.pop(request_id, None) is not None:  # left early: free its slot and KV cache
-                self._send(("cancel", request_id))
+                if not self._dead:
+                    self._outbox.put(("cancel", request_id))
                 self._active_gauge.set(len(self._queues))
 
     def _attach(self) -> None:
@@ -139,41 +156,36 @@ class GenerationEngine:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._conn.fileno(), self._on_readable)
 
-    def _send(self, message: tuple) -> None:
-        if self._dead:
-            return
-        try:
-            self._conn.send(message)
-        except (BrokenPipeError, OSError):
-            self._on_worker_gone()
-
     def _on_readable(self) -> None:
         try:
             while self._conn.poll():
                 _, updates = self._conn.recv()
                 for request_id, text, token_ids, logprobs, finish, error in updates:
                     self._tokens_counter.inc(len(token_ids))
-                    queue = self._queues.get(request_id)
-                    if queue is None:
+                    updates_queue = self._queues.get(request_id)
+                    if updates_queue is None:
                         continue  # cancelled meanwhile
                     if finish or error:
                         del self._queues[request_id]
-                    queue.put_nowait(TokenUpdate(text, token_ids, logprobs, finish, error))
+                    updates_queue.put_nowait(TokenUpdate(text, token_ids, logprobs, finish, error))
         except (EOFError, OSError):
             self._on_worker_gone()
         self._active_gauge.set(len(self._queues))
 
     def _on_worker_gone(self) -> None:
         """On the event loop: the pipe broke. Unexpected unless close() said so first."""
-        if self._loop is not None:
-            self._loop.remove_reader(self._conn.fileno())
-        if self._dead:
-            return
-        self._dead = self._broken = "the generation worker process stopped"
-        log.error("generation_worker_gone", model=self._name, exit_code=self._process.poll())
-        for queue in self._queues.values():
-            queue.put_nowait(TokenUpdate(error="the generation worker stopped"))
+        self._loop.remove_reader(self._conn.fileno())
+        if not self._dead:
+            self._dead = self._broken = "the generation worker process stopped"
+            log.error("generation_worker_gone", model=self._name, exit_code=self._process.poll())
+        self._fail_all(self._dead)
+
+    def _fail_all(self, reason: str) -> None:
+        """End every open request with an error (never leave a stream waiting for a worker that is gone)."""
+        for updates_queue in self._queues.values():
+            updates_queue.put_nowait(TokenUpdate(error=reason))
         self._queues.clear()
+        self._active_gauge.set(0)
 
     # ------------------------------------------------------------ any thread
 
@@ -185,14 +197,14 @@ class GenerationEngine:
         return self._broken
 
     def close(self) -> None:
-        """Stop the worker (called off the event loop once no request uses the model)."""
+        """Stop the worker (called off the event loop once no request uses the model, or after the
+        drain timeout: requests still open then end with an error)."""
         self._closed = True
         self._dead = "the model was unloaded"
-        try:
-            self._conn.send(("close",))
-        except (BrokenPipeError, OSError):
-            pass
+        self._outbox.put(("close",))
+        self._outbox.put(None)
         self._stop_process()
+        self._writer.join(WORKER_STOP_TIMEOUT_S)
         if self._loop is not None and not self._loop.is_closed():
             try:
                 self._loop.call_soon_threadsafe(self._detach)
@@ -203,10 +215,13 @@ class GenerationEngine:
 
     def _detach(self) -> None:
         self._loop.remove_reader(self._conn.fileno())
+        self._fail_all(self._dead)
         self._conn.close()
 
     def _stop_process(self) -> None:
         """Wait for the worker to exit; kill it if it does not."""
+        if self._process is None:
+            return
         try:
             self._process.wait(WORKER_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -4,7 +4,7 @@ It runs in a process of its own because ContinuousBatchingPipeline.step() in ope
 holds the GIL for the whole step: in the server process it stalled the event loop for 20-60 ms per
 step, so requests were accepted late and tokens reached clients in bursts.
 
-Started as `python -m server.pipelines.generation_worker FD`, FD being its end of a socketpair wrapped
+Started as `python -m server.pipelines.generation_worker FD PARENT_PID`, FD being its end of a socketpair wrapped
 in a multiprocessing Connection (messages are tuples, pickled):
   parent -> worker  (path, task_settings, device, plugin_config)   once, first
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
@@ -17,6 +17,8 @@ blocks on the pipe. The parent closing its end (or dying) ends the worker.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +31,11 @@ import openvino_genai as ov_genai
 from server.pipelines.detokenize import IncrementalDetokenizer
 from server.pipelines.sampling import build_config
 from server.pipelines.stops import StopStringFilter
+
+MAX_FAILED_STEPS = 3  # step() failing this many times in a row means the pipeline is broken
+EXIT_PIPELINE_BROKEN = 3
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 _FINISH_REASONS = {
     ov_genai.GenerationFinishReason.STOP: "stop",
@@ -62,6 +69,7 @@ class Worker:
         self._conn = conn
         self._active: dict[int, _Request] = {}
         self._closing = False
+        self._failed_steps = 0  # in a row
 
     def run(self) -> None:
         while not self._closing:
@@ -74,9 +82,20 @@ class Worker:
             except (EOFError, OSError):  # the server closed its end or died
                 return
             if self._closing:
+                self._release_all()
                 return
             if self._active or self._pipeline.has_non_finished_requests():
                 self._step()
+
+    def _release_all(self) -> None:
+        """On close: cancel what still runs and let one step free its KV-cache blocks, so the pipeline
+        shuts down clean (it logs leaked blocks otherwise)."""
+        self._fail([*self._active], "", send=False)
+        try:
+            if self._pipeline.has_non_finished_requests():
+                self._pipeline.step()
+        except Exception:  # exiting anyway
+            pass
 
     def _handle(self, message: tuple) -> None:
         kind = message[0]
@@ -103,14 +122,36 @@ class Worker:
     def _step(self) -> None:
         try:
             self._pipeline.step()  # also frees the KV cache of cancelled and stopped requests
-            updates = [self._collect(request) for request in list(self._active.values())]
         except Exception as exc:  # a failed step fails the requests in it, not the worker
-            error = f"generation failed: {type(exc).__name__}"
-            updates = [(r.request_id, "", [], [], None, error) for r in self._active.values()]
-            self._active.clear()
-        updates = [u for u in updates if u is not None]
+            self._failed_steps += 1
+            self._fail([*self._active], f"generation failed: {type(exc).__name__}")
+            if self._failed_steps >= MAX_FAILED_STEPS:  # broken for good: exit, the server reloads the version
+                raise SystemExit(EXIT_PIPELINE_BROKEN) from exc
+            return
+        self._failed_steps = 0
+        updates = []
+        for request in list(self._active.values()):
+            try:
+                update = self._collect(request)
+            except Exception as exc:  # one request's output could not be handled: fail it alone
+                self._fail([request.request_id], f"generation failed: {type(exc).__name__}", send=False)
+                update = (request.request_id, "", [], [], None, f"generation failed: {type(exc).__name__}")
+            if update is not None:
+                updates.append(update)
         if updates:
             self._send(updates)
+
+    def _fail(self, request_ids: list[int], error: str, *, send: bool = True) -> None:
+        """Cancel these requests in the pipeline (freeing their KV cache) and, with send, report the error."""
+        for request_id in request_ids:
+            request = self._active.pop(request_id, None)
+            if request is not None:
+                try:
+                    request.handle.cancel()
+                except Exception:  # the pipeline is already in a bad state; the error is reported anyway
+                    pass
+        if send and request_ids:
+            self._send([(request_id, "", [], [], None, error) for request_id in request_ids])
 
     def _collect(self, request: _Request) -> tuple | None:
         handle = request.handle
@@ -151,22 +192,42 @@ class Worker:
             self._closing = True
 
 
-def main(conn: Connection) -> None:
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the server dies, even while a build holds the GIL for minutes
+    and nothing reads the pipe. Tied to the server thread that started us: the model-loading pool's
+    threads live as long as the server."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends the worker after the build
+        pass
+
+
+def main(conn: Connection, parent_pid: int) -> None:
     """Build the pipeline the first message describes, report ready or failed, then serve until closed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the server decides
+    # Signals sent to the whole process group (Ctrl-C, systemd's stop, kill -TERM -PGID) are for the
+    # server, which drains its streams and then closes this worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the server died before prctl took effect
+        return
     try:
         path, settings, device, plugin_config = conn.recv()
     except EOFError:
         return
     try:
-        pipeline = ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, plugin_config)
-        defaults = pipeline.get_config()  # the model's own eos / stop token ids
-    except Exception as exc:
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        try:
+            pipeline = ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, plugin_config)
+            defaults = pipeline.get_config()  # the model's own eos / stop token ids
+        except Exception as exc:
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+            return
+        conn.send(("ready", {"eos_token_id": defaults.eos_token_id, "stop_token_ids": sorted(defaults.stop_token_ids)}))
+    except OSError:  # the server went away during the build
         return
-    conn.send(("ready", {"eos_token_id": defaults.eos_token_id, "stop_token_ids": sorted(defaults.stop_token_ids)}))
     Worker(pipeline, conn).run()
 
 
 if __name__ == "__main__":
-    main(Connection(int(sys.argv[1])))
+    main(Connection(int(sys.argv[1])), int(sys.argv[2]))
