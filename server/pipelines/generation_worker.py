@@ -28,7 +28,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
-from server.pipelines.detokenize import IncrementalDetokenizer
+from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
 from server.pipelines.sampling import build_config
 from server.pipelines.stops import StopStringFilter
 
@@ -53,13 +53,22 @@ def scheduler_config(settings: dict) -> ov_genai.SchedulerConfig:
     return scheduler
 
 
+@dataclass
+class _Output:
+    """What one step produced for one request."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+    error: str | None = None
+
+
 @dataclass(eq=False)
 class _Request:
     request_id: int
     handle: object
     text: IncrementalDetokenizer
     stops: StopStringFilter
-    finished: bool = field(default=False)
 
 
 class Worker:
@@ -116,7 +125,7 @@ class Worker:
         except Exception as exc:
             self._send([(request_id, "", [], [], None, f"the request was rejected: {type(exc).__name__}")])
             return
-        self._active[request_id] = _Request(request_id, handle, IncrementalDetokenizer(self._tokenizer.decode),
+        self._active[request_id] = _Request(request_id, handle, IncrementalDetokenizer(),
                                             StopStringFilter(stops, include_stop=include_stop))
 
     def _step(self) -> None:
@@ -129,17 +138,27 @@ class Worker:
                 raise SystemExit(EXIT_PIPELINE_BROKEN) from exc
             return
         self._failed_steps = 0
-        updates = []
+        errors: list[tuple] = []
+        outputs: list[tuple[_Request, _Output]] = []
         for request in list(self._active.values()):
             try:
-                update = self._collect(request)
-            except Exception as exc:  # one request's output could not be handled: fail it alone
-                self._fail([request.request_id], f"generation failed: {type(exc).__name__}", send=False)
-                update = (request.request_id, "", [], [], None, f"generation failed: {type(exc).__name__}")
-            if update is not None:
-                updates.append(update)
+                outputs.append((request, self._read(request)))
+            except Exception as exc:  # one request's output could not be read: fail it alone
+                errors.append(self._fail_one(request, exc))
+        try:  # one batched detokenizer call for every request of this step
+            texts = decode_steps(self._tokenizer.decode, [(r.text, out.finish is not None) for r, out in outputs])
+        except Exception as exc:
+            errors.extend(self._fail_one(request, exc) for request, _ in outputs)
+            outputs, texts = [], []
+        updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
+        updates = [u for u in updates if u is not None] + errors
         if updates:
             self._send(updates)
+
+    def _fail_one(self, request: _Request, exc: Exception) -> tuple:
+        error = f"generation failed: {type(exc).__name__}"
+        self._fail([request.request_id], error, send=False)
+        return (request.request_id, "", [], [], None, error)
 
     def _fail(self, request_ids: list[int], error: str, *, send: bool = True) -> None:
         """Cancel these requests in the pipeline (freeing their KV cache) and, with send, report the error."""
@@ -153,37 +172,38 @@ class Worker:
         if send and request_ids:
             self._send([(request_id, "", [], [], None, error) for request_id in request_ids])
 
-    def _collect(self, request: _Request) -> tuple | None:
+    def _read(self, request: _Request) -> _Output:
+        """The request's new tokens since the last step, and whether it ended."""
         handle = request.handle
-        token_ids: list[int] = []
-        logprobs: list[float] = []
-        finish = None
-        error = None
+        output = _Output()
         if handle.can_read():
-            for output in handle.read().values():
-                token_ids.extend(output.generated_ids)
-                logprobs.extend(output.generated_log_probs)
-                finish = _FINISH_REASONS.get(output.finish_reason, finish)
+            for sequence in handle.read().values():
+                output.token_ids.extend(sequence.generated_ids)
+                output.logprobs.extend(sequence.generated_log_probs)
+                output.finish = _FINISH_REASONS.get(sequence.finish_reason, output.finish)
         status = handle.get_status()
-        if finish is None and status != ov_genai.GenerationStatus.RUNNING:
+        if output.finish is None and status != ov_genai.GenerationStatus.RUNNING:
             if status == ov_genai.GenerationStatus.IGNORED:
-                error = "the request was dropped: not enough KV-cache memory"
+                output.error = "the request was dropped: not enough KV-cache memory"
             else:
-                finish = "stop"
-        raw = request.text.push(token_ids)
-        if finish is not None:
-            raw += request.text.flush()
-        text = request.stops.feed(raw)
+                output.finish = "stop"
+        request.text.extend(output.token_ids)
+        return output
+
+    def _update(self, request: _Request, output: _Output, raw_text: str) -> tuple | None:
+        """The update message for one request (None when there is nothing to say), applying stop strings."""
+        finish = output.finish
+        text = request.stops.feed(raw_text)
         if request.stops.stopped:
-            handle.stop()
+            request.handle.stop()
             finish = "stop"
         elif finish is not None:
             text += request.stops.flush()
-        if finish is not None or error:
+        if finish is not None or output.error:
             del self._active[request.request_id]
-        elif not text and not token_ids:
+        elif not text and not output.token_ids:
             return None
-        return (request.request_id, text, token_ids, logprobs, finish, error)
+        return (request.request_id, text, output.token_ids, output.logprobs, finish, output.error)
 
     def _send(self, updates: list[tuple]) -> None:
         try:

@@ -1,8 +1,8 @@
-"""IncrementalDetokenizer on a fake byte-level vocabulary (no OpenVINO)."""
+"""IncrementalDetokenizer and decode_steps on a fake byte-level vocabulary (no OpenVINO)."""
 
 from __future__ import annotations
 
-from server.pipelines.detokenize import IncrementalDetokenizer
+from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
 
 VOCAB = {1: b"Hello", 2: b" world", 3: b"\xc3", 4: b"\xa9", 5: b"!", 6: b"\xe2\x82", 7: b"\xac"}
 
@@ -14,9 +14,23 @@ def decode(ids: list[int]) -> str:
     return text[1:] if text.startswith(" ") else text
 
 
+def decode_batch(batch: list[list[int]]) -> list[str]:
+    decode_batch.calls += 1
+    return [decode(ids) for ids in batch]
+
+
+decode_batch.calls = 0
+
+
+def step(detokenizer: IncrementalDetokenizer, ids: list[int], *, final: bool = False) -> str:
+    detokenizer.extend(ids)
+    return decode_steps(decode_batch, [(detokenizer, final)])[0]
+
+
 def stream(chunks: list[list[int]]) -> list[str]:
-    detokenizer = IncrementalDetokenizer(decode)
-    return [detokenizer.push(chunk) for chunk in chunks] + [detokenizer.flush()]
+    """The text of each step, then of a final step with no new tokens."""
+    detokenizer = IncrementalDetokenizer()
+    return [step(detokenizer, chunk) for chunk in chunks] + [step(detokenizer, [], final=True)]
 
 
 def test_each_token_text_is_emitted_at_once() -> None:
@@ -38,7 +52,19 @@ def test_several_tokens_at_once() -> None:
     assert stream([[1, 2, 3], [4, 5]]) == ["", "Hello worldé!", ""]
 
 
-def test_flush_emits_an_incomplete_tail() -> None:
-    detokenizer = IncrementalDetokenizer(decode)
-    assert detokenizer.push([1, 3]) == ""
-    assert detokenizer.flush() == "Hello\ufffd"
+def test_the_final_step_emits_an_incomplete_tail() -> None:
+    detokenizer = IncrementalDetokenizer()
+    assert step(detokenizer, [1, 3]) == ""
+    assert step(detokenizer, [], final=True) == "Hello\ufffd"
+
+
+def test_one_decode_call_for_all_requests_of_a_step() -> None:
+    first, second, idle = IncrementalDetokenizer(), IncrementalDetokenizer(), IncrementalDetokenizer()
+    first.extend([1])
+    second.extend([6])
+    before = decode_batch.calls
+    assert decode_steps(decode_batch, [(first, False), (second, False), (idle, False)]) == ["Hello", "", ""]
+    first.extend([2])
+    second.extend([7])
+    assert decode_steps(decode_batch, [(first, False), (second, True), (idle, True)]) == [" world", "€", ""]
+    assert decode_batch.calls - before == 2

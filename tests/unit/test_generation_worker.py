@@ -38,8 +38,8 @@ class Handle:
 
 
 class Tokenizer:
-    def decode(self, ids: list[int]) -> str:
-        return "x" * len(ids)
+    def decode(self, batch: list[list[int]]) -> list[str]:
+        return ["x" * len(ids) for ids in batch]
 
 
 class Pipeline:
