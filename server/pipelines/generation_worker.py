@@ -99,7 +99,7 @@ class Worker:
     def _release_all(self) -> None:
         """On close: cancel what still runs and let one step free its KV-cache blocks, so the pipeline
         shuts down clean (it logs leaked blocks otherwise)."""
-        self._fail([*self._active], "", send=False)
+        self._fail([*self._active], "the model was unloaded")  # nobody waits for these updates any more
         try:
             if self._pipeline.has_non_finished_requests():
                 self._pipeline.step()
@@ -133,7 +133,7 @@ class Worker:
             self._pipeline.step()  # also frees the KV cache of cancelled and stopped requests
         except Exception as exc:  # a failed step fails the requests in it, not the worker
             self._failed_steps += 1
-            self._fail([*self._active], f"generation failed: {type(exc).__name__}")
+            self._send(self._fail([*self._active], f"generation failed: {type(exc).__name__}"))
             if self._failed_steps >= MAX_FAILED_STEPS:  # broken for good: exit, the server reloads the version
                 raise SystemExit(EXIT_PIPELINE_BROKEN) from exc
             return
@@ -144,24 +144,17 @@ class Worker:
             try:
                 outputs.append((request, self._read(request)))
             except Exception as exc:  # one request's output could not be read: fail it alone
-                errors.append(self._fail_one(request, exc))
+                errors += self._fail([request.request_id], f"generation failed: {type(exc).__name__}")
         try:  # one batched detokenizer call for every request of this step
             texts = decode_steps(self._tokenizer.decode, [(r.text, out.finish is not None) for r, out in outputs])
         except Exception as exc:
-            errors.extend(self._fail_one(request, exc) for request, _ in outputs)
+            errors += self._fail([r.request_id for r, _ in outputs], f"generation failed: {type(exc).__name__}")
             outputs, texts = [], []
         updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
-        updates = [u for u in updates if u is not None] + errors
-        if updates:
-            self._send(updates)
+        self._send([u for u in updates if u is not None] + errors)
 
-    def _fail_one(self, request: _Request, exc: Exception) -> tuple:
-        error = f"generation failed: {type(exc).__name__}"
-        self._fail([request.request_id], error, send=False)
-        return (request.request_id, "", [], [], None, error)
-
-    def _fail(self, request_ids: list[int], error: str, *, send: bool = True) -> None:
-        """Cancel these requests in the pipeline (freeing their KV cache) and, with send, report the error."""
+    def _fail(self, request_ids: list[int], error: str) -> list[tuple]:
+        """Cancel these requests in the pipeline (freeing their KV cache); returns their final error updates."""
         for request_id in request_ids:
             request = self._active.pop(request_id, None)
             if request is not None:
@@ -169,8 +162,7 @@ class Worker:
                     request.handle.cancel()
                 except Exception:  # the pipeline is already in a bad state; the error is reported anyway
                     pass
-        if send and request_ids:
-            self._send([(request_id, "", [], [], None, error) for request_id in request_ids])
+        return [(request_id, "", [], [], None, error) for request_id in request_ids]
 
     def _read(self, request: _Request) -> _Output:
         """The request's new tokens since the last step, and whether it ended."""
@@ -206,6 +198,8 @@ class Worker:
         return (request.request_id, text, output.token_ids, output.logprobs, finish, output.error)
 
     def _send(self, updates: list[tuple]) -> None:
+        if not updates:
+            return
         try:
             self._conn.send(("updates", updates))
         except (BrokenPipeError, OSError):

@@ -343,15 +343,12 @@ class _Prompts:
 
 
 def _generation_config(defaults, max_new_tokens: int):
-    """What the server builds for temperature 0 + ignore_eos (services/generation.py)."""
-    import openvino_genai as ov_genai
+    """What the server builds for temperature 0 + ignore_eos (services/generation.py), through the
+    server's own build_config."""
+    from server.pipelines.sampling import build_config
 
-    config = ov_genai.GenerationConfig()
-    config.eos_token_id = defaults.eos_token_id
-    config.stop_token_ids = defaults.stop_token_ids
-    config.max_new_tokens = max_new_tokens
-    config.ignore_eos = True  # do_sample stays False: greedy
-    return config
+    return build_config({"eos_token_id": defaults.eos_token_id, "stop_token_ids": list(defaults.stop_token_ids),
+                         "max_new_tokens": max_new_tokens, "ignore_eos": True})  # no do_sample: greedy
 
 
 class RawMode:
