@@ -22,10 +22,14 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     if loader is None:
         from server.pipelines.loader import OpenVINOLoader  # imports OpenVINO: keep it off the unit-test path
 
-        loader = OpenVINOLoader()
+        loader = OpenVINOLoader(settings.model_defaults)
     app = Sanic(f"ov_model_server_{next(_app_names)}", configure_logging=False)
     app.config.FALLBACK_ERROR_FORMAT = "json"
-    app.config.REQUEST_MAX_SIZE = 64 * 1024 * 1024
+    # Sanic refuses a larger body from its Content-Length (413) before reading it.
+    app.config.REQUEST_MAX_SIZE = settings.limits.max_body_bytes
+    # Sanic cuts any response after RESPONSE_TIMEOUT (60 s by default) with a 503: unary generation
+    # on a CPU, unloads and reloads legitimately take longer. Deadlines are ours (--request-timeout).
+    app.config.RESPONSE_TIMEOUT = 10 * 365 * 24 * 3600
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.ctx.settings = settings
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from server.settings import Settings
+from server.settings import Limits, Settings, model_defaults
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,6 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         settle_seconds=args.settle_seconds,
         rescan_seconds=args.rescan_seconds,
+        request_timeout_s=args.request_timeout,
+        limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}),
+        model_defaults=model_defaults(max_queued_requests=args.max_queued_requests,
+                                      stall_timeout_s=args.stall_timeout, max_queued_items=args.max_queued_items),
     )
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
@@ -46,6 +51,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="quiet time after a change before it is applied (default 1.0)")
     serve.add_argument("--rescan-seconds", type=float, default=10.0,
                        help="periodic full rescan, for filesystems without events (default 10)")
+    serve.add_argument("--request-timeout", type=_positive, default=None, metavar="SECONDS",
+                       help="deadline of one request; expired requests are cancelled and answered 504 "
+                            "(default: none; config.json's request_timeout_s overrides it per model)")
+    serve.add_argument("--max-queued-requests", type=int, default=64,
+                       help="generation requests that may wait beyond max_num_seqs before 429 (default 64)")
+    serve.add_argument("--max-queued-items", type=int, default=8192,
+                       help="embedding inputs or rerank pairs that may wait per model before 429 (default 8192)")
+    serve.add_argument("--stall-timeout", type=_positive, default=120.0, metavar="SECONDS",
+                       help="a generation worker silent this long with requests active is restarted (default 120)")
+    for limit in dataclasses.fields(Limits):
+        serve.add_argument(f"--{limit.name.replace('_', '-')}", type=int, default=limit.default, dest=limit.name,
+                           help=f"request limit (default {limit.default}); see the README's Limits and errors")
     serve.set_defaults(run=_serve)
 
     validate = commands.add_parser("validate", help="check every config.json and version folder")

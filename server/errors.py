@@ -56,7 +56,30 @@ class ModelNotReady(ServerError):
     code = "model_not_ready"
 
 
+class PayloadTooLarge(BadRequest):
+    status = 413
+    code = "request_too_large"
+
+
 class Overloaded(ServerError):
-    status = 503
-    error_type = "service_unavailable"
-    code = "overloaded"
+    """Bounded waiting work is full: try again later (answered at once, with Retry-After)."""
+
+    status = 429
+    error_type = "rate_limit_exceeded"
+    code = "queue_full"
+
+
+class EngineFailure(ServerError):
+    """The inference engine failed on a request it had accepted (logged with its traceback)."""
+
+    status = 500
+    error_type = "internal_error"
+    code = "engine_failure"
+
+
+class DeadlineExceeded(ServerError):
+    """The request ran past its configured deadline; its engine work was cancelled."""
+
+    status = 504
+    error_type = "timeout"
+    code = "request_timeout"

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked at the edge, before a request reaches a model (each answers 400 naming the field,
+    413 for the body size). See the README's "Limits and errors"."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 64
+    max_list_items: int = 4096  # any JSON array in a request body (messages, inputs, documents, ...)
+    max_string_chars: int = 1_000_000  # any JSON string in a request body
+    max_stop_chars: int = 256  # one stop string
+    max_schema_bytes: int = 32 * 1024  # response_format.json_schema.schema, serialized
+    max_schema_depth: int = 16  # nesting of that schema's sub-schemas
 
 
 @dataclass(frozen=True)
@@ -20,3 +34,17 @@ class Settings:
     rescan_seconds: float = 10.0
     # Worker threads for blocking OpenVINO work (compile, release).
     load_workers: int = 2
+    # Deadline of one request (None: none); config.json's request_timeout_s overrides it per model.
+    request_timeout_s: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    # Per-task defaults for config.json fields that have no schema default (admission control, stalls).
+    model_defaults: dict[str, dict] = field(default_factory=lambda: model_defaults())
+
+
+def model_defaults(*, max_queued_requests: int = 64, stall_timeout_s: float = 120.0,
+                   max_queued_items: int = 8192) -> dict[str, dict]:
+    return {
+        "text_generation": {"max_queued_requests": max_queued_requests, "stall_timeout_s": stall_timeout_s},
+        "embeddings": {"max_queued_items": max_queued_items},
+        "rerank": {"max_queued_items": max_queued_items},
+    }

@@ -9,7 +9,8 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from server.api.tasks import check_task, model_or_default
-from server.api.validation import validate_body
+from server.api.deadline import deadline_for, within
+from server.api.validation import read_body
 from server.errors import Unsupported
 from server.services import embeddings, rerank
 
@@ -17,12 +18,12 @@ bp = Blueprint("cohere", url_prefix="/v3")
 
 
 async def _rerank(request: Request, api_version: str, route: str) -> HTTPResponse:
-    body = validate_body(request, "rerank")
+    body = await read_body(request, "rerank")
     manager = request.app.ctx.manager
     model_id = model_or_default(manager, body, "rerank")
     async with manager.lease(model_id) as instance:
         check_task(instance, "rerank", route)
-        ranked = await rerank.rerank(instance.model, body)
+        ranked = await within(deadline_for(request, instance), rerank.rerank(instance.model, body))
     return json(rerank.response(body, ranked, api_version))
 
 
@@ -42,7 +43,7 @@ async def rerank_v2(request: Request) -> HTTPResponse:
 
 
 async def _embed(request: Request, schema: str, route: str):
-    body = validate_body(request, schema)
+    body = await read_body(request, schema)
     if body.get("truncate") == "START":
         raise Unsupported("truncate START is not supported: inputs can only be truncated at the END",
                           param="truncate")
@@ -52,11 +53,22 @@ async def _embed(request: Request, schema: str, route: str):
         check_task(instance, "embeddings", route)
         model = instance.model
         truncate = model.settings["truncate"] if body.get("truncate") is None else body["truncate"] == "END"
-        vectors, tokens = await embeddings.embed(model.embedder, body["texts"], truncate=truncate, param="texts")
+        _check_max_tokens(body, model.embedder.max_length)
+        vectors, tokens = await within(deadline_for(request, instance), embeddings.embed(
+            model.embedder, body["texts"], truncate=truncate, param="texts"))
         dimension = body.get("output_dimension")
         vectors = embeddings.resize(vectors, dimension, model.embedder.dimension,
                                     normalize=model.settings["normalize"], param="output_dimension")
     return body, vectors, tokens
+
+
+def _check_max_tokens(body: dict, max_length: int) -> None:
+    """Cohere v2's per-input token cap: honoured when it is at or above the model's own limit (inputs are
+    then handled as `truncate` says); a smaller cap would need truncating below the model's window."""
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and max_tokens < max_length:
+        raise Unsupported(f"max_tokens below this model's input limit of {max_length} tokens is not supported",
+                          param="max_tokens")
 
 
 @bp.post("/v1/embed")

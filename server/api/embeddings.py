@@ -6,7 +6,8 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from server.api.tasks import check_task
-from server.api.validation import validate_body
+from server.api.deadline import deadline_for, within
+from server.api.validation import read_body
 from server.services import embeddings
 
 bp = Blueprint.group(
@@ -16,7 +17,7 @@ bp = Blueprint.group(
 
 
 async def create_embeddings(request: Request) -> HTTPResponse:
-    body = validate_body(request, "embeddings")
+    body = await read_body(request, "embeddings")
     if body.get("user"):
         request.ctx.user = body["user"]
     async with request.app.ctx.manager.lease(body["model"]) as instance:
@@ -24,7 +25,8 @@ async def create_embeddings(request: Request) -> HTTPResponse:
         model = instance.model
         embedder = model.embedder
         texts = embeddings.input_texts(embedder, body["input"])
-        vectors, tokens = await embeddings.embed(embedder, texts, truncate=model.settings["truncate"], param="input")
+        vectors, tokens = await within(deadline_for(request, instance), embeddings.embed(
+            embedder, texts, truncate=model.settings["truncate"], param="input"))
         vectors = embeddings.resize(vectors, body.get("dimensions"), embedder.dimension,
                                     normalize=model.settings["normalize"], param="dimensions")
         return json(embeddings.openai_response(body["model"], vectors, tokens, body.get("encoding_format") or "float"))

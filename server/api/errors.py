@@ -25,7 +25,7 @@ _SANIC_MESSAGES = {
     404: "No such route",
     405: "This route does not accept that method",
     408: "The request took too long to arrive",
-    413: "The request body is too large",
+    413: "The request body is too large (see --max-body-bytes)",
 }
 
 
@@ -64,8 +64,9 @@ def as_server_error(exc: Exception) -> ServerError:
 async def handle_exception(request: Request, exc: Exception) -> HTTPResponse:
     error = as_server_error(exc)
     if error.status >= 500 and not isinstance(exc, ServerError):
-        log.exception("unhandled_error", path=request.path, request_id=getattr(request.ctx, "request_id", None))
-    headers = {"Retry-After": "1"} if error.status == 503 else None
+        log.error("unhandled_error", path=request.path, request_id=getattr(request.ctx, "request_id", None),
+                  exc_info=exc)
+    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
     return json(envelope_for(request.path)(error), status=error.status, headers=headers)
 
 

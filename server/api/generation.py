@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from server.api.deadline import deadline_for, stream_within, within
 from server.api.sse import stream_events
 from server.api.tasks import check_task
-from server.api.validation import validate_body
+from server.api.validation import read_body
 from server.services import generation
 
 TASK = "text_generation"
@@ -19,17 +22,19 @@ bp = Blueprint.group(
 
 
 async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResponse | None:
-    body = validate_body(request, schema)
+    body = await read_body(request, schema)
     if body.get("user"):
         request.ctx.user = body["user"]
     async with request.app.ctx.manager.lease(body["model"]) as instance:
         check_task(instance, TASK, route)
         model = instance.model
-        plan = planner(body["model"], model, body)
+        # Chat templates and tokenization of a long prompt take seconds: not on the event loop.
+        plan = await asyncio.to_thread(planner, body["model"], model, body, request.app.ctx.settings.limits)
+        deadline = deadline_for(request, instance)
         if body.get("stream"):
-            await stream_events(request, generation.run_stream(model, plan))
+            await stream_events(request, stream_within(deadline, generation.run_stream(model, plan)))
             return None
-        return json(await generation.run_unary(model, plan))
+        return json(await within(deadline, generation.run_unary(model, plan)))
 
 
 async def chat_completions(request: Request) -> HTTPResponse | None:

@@ -28,6 +28,8 @@ async def start_request(request: Request) -> None:
     given = request.headers.get("x-request-id", "")
     request.ctx.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     request.ctx.started = time.perf_counter()
+    # Every log line of this request (its task, and threads it hands work to) carries its id.
+    structlog.contextvars.bind_contextvars(request_id=request.ctx.request_id)
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:

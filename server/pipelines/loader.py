@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -28,8 +29,18 @@ def _files(path: Path) -> frozenset[str]:
     return frozenset(p.name for p in path.iterdir()) if path.is_dir() else frozenset()
 
 
+def with_server_defaults(config: ModelConfig, defaults: dict[str, dict]) -> ModelConfig:
+    """Fill the task settings config.json left unset (those without a schema default) from the server's flags."""
+    settings = {**defaults.get(config.task, {}), **config.task_settings}
+    return dataclasses.replace(config, task_settings=settings)
+
+
 class OpenVINOLoader:
+    def __init__(self, model_defaults: dict[str, dict] | None = None) -> None:
+        self._defaults = model_defaults or {}
+
     def load(self, version_path: Path, config: ModelConfig, model_id: str) -> LoadedModel:
+        config = with_server_defaults(config, self._defaults)
         missing = ir.missing_files(config.task, _files(version_path))
         if missing:
             raise ModelLoadError(

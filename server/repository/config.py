@@ -39,6 +39,7 @@ class ModelConfig:
     device: str = "CPU"
     plugin_config: dict[str, Any] = field(default_factory=dict)
     drain_timeout_s: float = 300.0
+    request_timeout_s: float | None = None  # None: the server's --request-timeout
     # The task's own section with schema defaults filled in.
     task_settings: dict[str, Any] = field(default_factory=dict)
     # Identifies the settings a loaded pipeline depends on: a change reloads, a policy-only change does not.
@@ -99,6 +100,7 @@ def build(document: dict[str, Any], *, inferred: bool = False) -> ModelConfig:
         device=document.get("device", props["device"]["default"]),
         plugin_config=dict(document.get("plugin_config", {})),
         drain_timeout_s=float(document.get("drain_timeout_s", props["drain_timeout_s"]["default"])),
+        request_timeout_s=document.get("request_timeout_s"),
         task_settings=settings,
         inferred=inferred,
     )

@@ -108,8 +108,15 @@ class ModelView:
         return [v.version for v in self.versions if v.state is VersionState.AVAILABLE]
 
 
+MAX_MODEL_ID_CHARS = 256
+
+
 def validate_model_id(model_id: str) -> str:
-    """Reject ids that could leave the repository (.., absolute, backslashes, hidden parts)."""
+    """Reject ids that could leave the repository (.., absolute, backslashes, hidden parts), and ids too
+    long to be one (never echoed back: a 1 MB id must not come back in the error body)."""
+    if len(model_id) > MAX_MODEL_ID_CHARS:
+        raise BadRequest(f"The model id is {len(model_id)} characters long; ids have at most {MAX_MODEL_ID_CHARS}",
+                         param="model")
     parts = PurePosixPath(model_id).parts
     if (
         not model_id
@@ -453,6 +460,7 @@ class ModelManager:
     # ---------------------------------------------------------------- views for the status APIs
 
     def _record(self, model_id: str) -> ModelRecord:
+        validate_model_id(model_id)  # bounds the id before it is echoed in an error
         record = self._models.get(model_id)
         if record is None or record.desired is None:
             raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")

@@ -16,9 +16,11 @@ from typing import Any, AsyncIterator
 
 import structlog
 
-from server.errors import BadRequest, ModelNotReady, Overloaded, Unsupported
+from server.errors import BadRequest, EngineFailure, ModelNotReady, Unsupported
 from server.pipelines.generation import EngineUnavailable, GenerationModel, TokenUpdate
 from server.pipelines.sampling import build_config
+from server.services.structured_output import check_json_schema
+from server.settings import Limits
 
 log = structlog.get_logger("server.generation")
 
@@ -100,8 +102,9 @@ def _max_new_tokens(model: GenerationModel, body: dict, prompt_tokens: int, prom
     return requested
 
 
-def _json_schema(body: dict) -> str | None:
-    """The JSON schema that structured output must follow, or None for free text."""
+def _json_schema(body: dict, limits: Limits) -> str | None:
+    """The JSON schema that structured output must follow (checked: the engine cannot survive a schema
+    it fails to compile), or None for free text."""
     response_format = body.get("response_format") or {"type": "text"}
     kind = response_format["type"]
     if kind == "text":
@@ -112,7 +115,7 @@ def _json_schema(body: dict) -> str | None:
     if not spec or "schema" not in spec:
         raise BadRequest("response_format of type json_schema needs json_schema.schema",
                          param="response_format.json_schema")
-    return json.dumps(spec["schema"])
+    return check_json_schema(spec["schema"], limits)
 
 
 def _sampling_params(model: GenerationModel, body: dict, max_new_tokens: int, choice: int, logprobs: bool,
@@ -121,7 +124,10 @@ def _sampling_params(model: GenerationModel, body: dict, max_new_tokens: int, ch
     params: dict = {"eos_token_id": model.eos_token_id, "stop_token_ids": list(model.stop_token_ids),
                     "max_new_tokens": max_new_tokens}
     temperature = body.get("temperature")
-    if temperature:  # absent or 0: greedy
+    nucleus = any(body.get(name) not in (None, 0, -1) for name in ("top_p", "top_k", "min_p"))
+    if temperature is None and nucleus:
+        temperature = 1.0  # OpenAI's default temperature: top_p & co. ask for sampling
+    if temperature:  # absent (without sampling filters) or 0: greedy
         params.update(do_sample=True, temperature=temperature)
         if body.get("top_p") is not None:
             params["top_p"] = body["top_p"]
@@ -143,9 +149,14 @@ def _sampling_params(model: GenerationModel, body: dict, max_new_tokens: int, ch
     return params
 
 
-def _stops(body: dict) -> list[str]:
+def _stops(body: dict, limits: Limits) -> list[str]:
     stop = body.get("stop")
-    return [stop] if isinstance(stop, str) else list(stop or [])
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    for stop in stops:
+        if len(stop) > limits.max_stop_chars:
+            raise BadRequest(f"A stop string has {len(stop)} characters; at most {limits.max_stop_chars} are allowed",
+                             param="stop", code="stop_too_long")
+    return stops
 
 
 def _check_stream_options(body: dict) -> None:
@@ -153,7 +164,7 @@ def _check_stream_options(body: dict) -> None:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
 
 
-def plan_chat(model_id: str, model: GenerationModel, body: dict) -> GenerationPlan:
+def plan_chat(model_id: str, model: GenerationModel, body: dict, limits: Limits) -> GenerationPlan:
     _check_stream_options(body)
     top = body.get("top_logprobs")
     if top is not None and not body.get("logprobs"):
@@ -164,10 +175,10 @@ def plan_chat(model_id: str, model: GenerationModel, body: dict) -> GenerationPl
     prompt = chat_prompt(model, body)
     prompt_ids = _token_ids(model, prompt, add_special_tokens=False)  # the template adds special tokens itself
     logprobs = (top or 0) if body.get("logprobs") else None
-    return _plan("chat", model_id, model, body, prompt, prompt_ids, "messages", logprobs)
+    return _plan("chat", model_id, model, body, prompt, prompt_ids, "messages", logprobs, limits)
 
 
-def plan_completion(model_id: str, model: GenerationModel, body: dict) -> GenerationPlan:
+def plan_completion(model_id: str, model: GenerationModel, body: dict, limits: Limits) -> GenerationPlan:
     _check_stream_options(body)
     logprobs = body.get("logprobs")
     if logprobs is not None and logprobs > 1:
@@ -180,13 +191,15 @@ def plan_completion(model_id: str, model: GenerationModel, body: dict) -> Genera
     if not prompt:
         raise BadRequest("'prompt' must not be empty", param="prompt")
     prompt_ids = _token_ids(model, prompt, add_special_tokens=True)
-    return _plan("completion", model_id, model, body, prompt, prompt_ids, "prompt", logprobs)
+    return _plan("completion", model_id, model, body, prompt, prompt_ids, "prompt", logprobs, limits)
 
 
 def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: str, prompt_ids: list[int],
-          prompt_param: str, logprobs: int | None) -> GenerationPlan:
+          prompt_param: str, logprobs: int | None, limits: Limits) -> GenerationPlan:
+    """Runs on a worker thread (templating and tokenizing a large prompt take seconds)."""
+    stops = _stops(body, limits)
     max_new_tokens = _max_new_tokens(model, body, len(prompt_ids), prompt_param)
-    json_schema = _json_schema(body)
+    json_schema = _json_schema(body, limits)
     n = body.get("n") or 1
     configs = [_sampling_params(model, body, max_new_tokens, i, logprobs is not None, json_schema) for i in range(n)]
     for params in configs:
@@ -197,7 +210,7 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: 
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     return GenerationPlan(
         kind=kind, model_id=model_id, prompt_ids=prompt_ids, prompt_text=prompt, configs=configs,
-        stop=_stops(body), include_stop=bool(body.get("include_stop_str_in_output")), logprobs=logprobs,
+        stop=stops, include_stop=bool(body.get("include_stop_str_in_output")), logprobs=logprobs,
         echo=bool(body.get("echo")), include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
         response_id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()),
     )
@@ -283,21 +296,28 @@ def _usage(plan: GenerationPlan, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _raise_engine_error(error: str) -> None:
-    raise Overloaded(f"Generation failed: {error}")
+def _raise_engine_error(plan: GenerationPlan, error: str) -> None:
+    log.error("generation_failed", model=plan.model_id, response_id=plan.response_id, error=error)
+    raise EngineFailure(f"Generation failed: {error}. The error was logged")
 
 
 async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
     choices = [_Choice() for _ in plan.configs]
     async for index, update in _merged(model, plan):
         if update.error:
-            _raise_engine_error(update.error)
+            _raise_engine_error(plan, update.error)
         choice = choices[index]
         choice.text.append(update.text)
         choice.token_ids.extend(update.token_ids)
         choice.logprobs.extend(update.logprobs)
         if update.finish_reason:
             choice.finish_reason = update.finish_reason
+    if plan.logprobs is None:
+        return _unary_body(model, plan, choices)
+    return await asyncio.to_thread(_unary_body, model, plan, choices)  # one decode per token: keep it off the loop
+
+
+def _unary_body(model: GenerationModel, plan: GenerationPlan, choices: list[_Choice]) -> dict:
     body_choices = []
     for index, choice in enumerate(choices):
         text = "".join(choice.text)
@@ -352,7 +372,7 @@ async def run_stream(model: GenerationModel, plan: GenerationPlan) -> AsyncItera
     offsets = [len(plan.prompt_text) if plan.echo else 0] * len(plan.configs)
     async for index, update in _merged(model, plan):
         if update.error:
-            _raise_engine_error(update.error)
+            _raise_engine_error(plan, update.error)
         completion_tokens += len(update.token_ids)
         finish = update.finish_reason
         if update.text or (plan.logprobs is not None and update.token_ids):

@@ -1,0 +1,147 @@
+"""Checks of a structured-output JSON schema, made before its request reaches a serving pipeline.
+
+OpenVINO GenAI compiles the schema into a grammar (xgrammar) inside the engine's step(): a schema
+it cannot compile fails that step for every request in the batch and leaves the pipeline unusable.
+GenerationConfig.validate() does not look at the schema. So the server checks what was measured to
+break the compiler (openvino-genai 2026.4.1; tests/unit/test_structured_output.py): the JSON Schema
+meta-schema, `false` sub-schemas, empty enums, unsatisfiable bounds, unresolvable `$ref`s and the
+regex constructs xgrammar's converter rejects; plus size and nesting limits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator
+
+import jsonschema
+
+from server.errors import BadRequest
+from server.settings import Limits
+
+PARAM = "response_format.json_schema"
+
+# Sub-schema positions: keyword -> how its value holds schemas.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SCHEMA_VALUES = ("not", "if", "then", "else", "contains", "propertyNames")
+# Where `false` is common and compiles ("additionalProperties": false, a closed tuple's "items": false).
+_MAY_BE_FALSE = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "additionalItems")
+_BOUNDS = (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"),
+           ("minProperties", "maxProperties"))
+# xgrammar's regex converter rejects lookaround, backreferences, named groups and Unicode classes.
+_UNSUPPORTED_REGEX = re.compile(r"\(\?|\\[1-9]|\\[pPk]")
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest(f"response_format.json_schema.schema: {message}", param=PARAM, code="invalid_json_schema")
+
+
+def _children(schema: dict) -> Iterator[tuple[str, Any]]:
+    """(path, sub-schema) pairs; sub-schemas that may be `false` are given as True (nothing to check)."""
+    for key in _SCHEMA_MAPS:
+        value = schema.get(key)
+        if isinstance(value, dict):
+            yield from ((f"{key}/{name}", sub) for name, sub in value.items())
+    for key in _SCHEMA_LISTS:
+        value = schema.get(key)
+        if isinstance(value, list):
+            yield from ((f"{key}/{i}", sub) for i, sub in enumerate(value))
+    for key in _SCHEMA_VALUES:
+        if key in schema:
+            yield key, schema[key]
+    for key in _MAY_BE_FALSE:
+        if key in schema:
+            yield key, schema[key] if schema[key] is not False else True
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_bounds(schema: dict, where: str) -> None:
+    for low_key, high_key in _BOUNDS:
+        low, high = schema.get(low_key), schema.get(high_key)
+        if _number(low) and _number(high) and low > high:
+            raise _bad(f"{where}: {low_key} {low} is above {high_key} {high}")
+    low = schema.get("exclusiveMinimum", schema.get("minimum"))
+    high = schema.get("exclusiveMaximum", schema.get("maximum"))
+    if _number(low) and _number(high):
+        if low >= high and ("exclusiveMinimum" in schema or "exclusiveMaximum" in schema):
+            raise _bad(f"{where}: no number lies between the bounds")
+        if schema.get("type") == "integer" and int(high) < low + (0 if float(low).is_integer() else 1):
+            raise _bad(f"{where}: no integer lies between the bounds")
+
+
+def _check_pattern(pattern: Any, where: str) -> None:
+    if not isinstance(pattern, str):
+        return
+    try:
+        re.compile(pattern)
+    except re.error:
+        raise _bad(f"{where}: pattern is not a valid regular expression") from None
+    if _UNSUPPORTED_REGEX.search(pattern):
+        raise _bad(f"{where}: pattern uses lookaround, backreferences, named groups or \\p classes, which "
+                   "structured output does not support")
+
+
+def _resolves(document: dict, ref: str) -> bool:
+    if ref == "#":
+        return True
+    if not ref.startswith("#/"):
+        return False
+    node: Any = document
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _check_depth(schema: dict, limit: int) -> None:
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > limit:
+                raise _bad(f"nests sub-schemas more than {limit} levels deep")
+            stack.extend((sub, depth + 1) for _, sub in _children(node))
+
+
+def check_json_schema(schema: Any, limits: Limits) -> str:
+    """The schema serialized for the engine, or a 400 naming response_format.json_schema."""
+    if not isinstance(schema, dict):
+        raise _bad("must be a JSON object")
+    text = json.dumps(schema)
+    if len(text.encode()) > limits.max_schema_bytes:
+        raise _bad(f"is {len(text.encode())} bytes; at most {limits.max_schema_bytes} are allowed")
+    _check_depth(schema, limits.max_schema_depth)  # first: the meta-schema check recurses
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise _bad(f"is not a valid JSON Schema: {str(exc.message)[:200]}") from None
+    except RecursionError:
+        raise _bad("is nested too deeply to check") from None
+    stack: list[tuple[Any, str, int]] = [(schema, "#", 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if node is False:
+            raise _bad(f"{where}: a false schema (matches nothing) is not supported")
+        if not isinstance(node, dict):
+            continue
+        if node.get("enum") == []:
+            raise _bad(f"{where}: an empty enum matches nothing")
+        _check_bounds(node, where)
+        _check_pattern(node.get("pattern"), where)
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not _resolves(schema, ref):
+            raise _bad(f"{where}: $ref {ref[:100]} does not point into this schema")
+        for key in ("patternProperties",):
+            for pattern in (node.get(key) or {}):
+                _check_pattern(pattern, f"{where}/{key}")
+        stack.extend((sub, f"{where}/{path}", depth + 1) for path, sub in _children(node))
+    return text
