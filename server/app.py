@@ -7,6 +7,7 @@ import itertools
 
 from sanic import Sanic
 
+from server.api.parse_pool import ParsePool
 from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, tfs
 from server.pipelines.base import ModelLoader
 from server.repository.manager import ModelManager
@@ -42,8 +43,11 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     app.blueprint(embeddings.bp)
     app.blueprint(cohere.bp)
 
+    app.ctx.parse_pool = ParsePool()
+
     @app.before_server_start
     async def start_repository(app: Sanic) -> None:
+        app.ctx.parse_pool.start()
         manager = ModelManager(settings.model_repository, loader, load_workers=settings.load_workers)
         app.ctx.manager = manager
         # Serve health/live at once; /v2/health/ready turns 200 when the first scan's loads are done.
@@ -61,5 +65,6 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
             if task is not None:
                 task.cancel()
         await app.ctx.manager.close()
+        app.ctx.parse_pool.close()
 
     return app

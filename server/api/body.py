@@ -81,7 +81,7 @@ def check_bounds(body: dict, limits: Limits) -> None:
         if not isinstance(value, (dict, list)):
             continue
         if depth > limits.max_json_depth:
-            name = field_path(path)
+            name = field_path(path[:2])  # the field that holds the deep value, not a path as long as the body
             raise BadRequest(f"'{name}' is nested more than {limits.max_json_depth} levels deep", param=name,
                              code="too_deep")
         if isinstance(value, list):

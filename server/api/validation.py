@@ -27,6 +27,7 @@ log = structlog.get_logger("server.api")
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 OFF_LOOP_BYTES = 64 * 1024  # smaller bodies validate in well under a millisecond: not worth a thread hop
+OFF_PROCESS_BYTES = 1024 * 1024  # larger ones are parsed in the helper process (server/api/parse_pool.py)
 
 
 @lru_cache(maxsize=None)
@@ -50,7 +51,10 @@ def _message(error: jsonschema.ValidationError, param: str | None) -> str:
 
 
 def validate_body(request: Request, schema_name: str, limits: Limits | None = None) -> dict[str, Any]:
-    body = parse_json(request.body, limits or Limits())
+    return validate_parsed(parse_json(request.body, limits or Limits()), request.path, schema_name)
+
+
+def validate_parsed(body: dict[str, Any], path: str, schema_name: str) -> dict[str, Any]:
     validator = _validator(schema_name)
     unsupported = validator.schema.get("x-unsupported", {})
     for field, reason in unsupported.items():
@@ -66,13 +70,17 @@ def validate_body(request: Request, schema_name: str, limits: Limits | None = No
         raise BadRequest(_message(error, param), param=param)
     unknown = sorted(set(body) - set(validator.schema["properties"]) - set(unsupported))
     if unknown:
-        log.info("unknown_fields_ignored", path=request.path, fields=unknown[:20])
+        log.info("unknown_fields_ignored", path=path, fields=unknown[:20])
     return body
 
 
 async def read_body(request: Request, schema_name: str) -> dict[str, Any]:
     """The validated body of a request; large bodies are handled off the event loop."""
     limits = request.app.ctx.settings.limits
-    if len(request.body or b"") < OFF_LOOP_BYTES:
+    size = len(request.body or b"")
+    if size < OFF_LOOP_BYTES:
         return validate_body(request, schema_name, limits)
-    return await asyncio.to_thread(validate_body, request, schema_name, limits)
+    if size < OFF_PROCESS_BYTES:
+        return await asyncio.to_thread(validate_body, request, schema_name, limits)
+    body = await request.app.ctx.parse_pool.parse(request.body, limits)
+    return await asyncio.to_thread(validate_parsed, body, request.path, schema_name)

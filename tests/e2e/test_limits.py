@@ -1,0 +1,301 @@
+"""Issue 8 at the edge, on the real server: bad or huge requests get a clear 4xx in their route's
+envelope, fast, while the other clients running beside them are unharmed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+from openai import OpenAI
+
+from tests.e2e.harness import ServerProcess, copy_model, wait_for
+
+CHAT = "tiny-chat"
+EMBED = "minilm"
+HI = [{"role": "user", "content": "hi"}]
+POST_ROUTES = ["/v3/chat/completions", "/v3/completions", "/v3/embeddings", "/v3/v1/embeddings", "/v3/rerank",
+               "/v3/v1/rerank", "/v3/v2/rerank", "/v3/v1/embed", "/v3/v2/embed", "/v2/repository/index"]
+COHERE_ROUTES = {"/v3/rerank", "/v3/v1/rerank", "/v3/v2/rerank", "/v3/v1/embed", "/v3/v2/embed"}
+
+
+@pytest.fixture(scope="module")
+def server(models: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("repository")
+    copy_model(models / "tiny-chat", root / CHAT)
+    copy_model(models / "minilm", root / EMBED)
+    copy_model(models / "tiny-rerank", root / "tiny-rerank")
+    staging = root.parent / "deadline-staging"
+    shutil.copytree(models / "tiny-chat", staging)
+    (staging / "config.json").write_text(json.dumps({"task": "text_generation", "request_timeout_s": 1}))
+    copy_model(staging, root / "tiny-chat-deadline")
+    process = ServerProcess(root, root.parent / "server.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> OpenAI:
+    return OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+
+
+def assert_envelope(route: str, response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, (route, response.status_code, response.text[:500])
+    body = response.json()
+    if route in COHERE_ROUTES:
+        assert set(body) == {"message"}, body
+    elif route.startswith("/v3"):
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    else:
+        assert set(body) == {"error"}, body
+    assert "Traceback" not in response.text and "Error:" not in response.text
+    return body
+
+
+def stream_chat(server: ServerProcess, max_tokens: int) -> dict:
+    """A raw SSE chat; returns the finish reason and the number of content deltas."""
+    body = {"model": CHAT, "messages": HI, "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    finish, usage = None, None
+    with requests.post(server.url("/v3/chat/completions"), json=body, stream=True, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            assert "error" not in chunk, chunk
+            for choice in chunk["choices"]:
+                finish = choice["finish_reason"] or finish
+            usage = chunk.get("usage") or usage
+    return {"finish_reason": finish, "completion_tokens": usage["completion_tokens"]}
+
+
+# ------------------------------------------------------------------ 1. structured output
+
+
+@pytest.mark.parametrize("schema", [{"type": "nonsense"}, "nested-300"])
+def test_bad_schema_is_a_400_while_three_streams_finish(server: ServerProcess, schema) -> None:
+    if schema == "nested-300":
+        schema = {"type": "integer"}
+        for _ in range(300):
+            schema = {"type": "object", "properties": {"a": schema}}
+    with ThreadPoolExecutor(3) as pool:
+        streams = [pool.submit(stream_chat, server, 200) for _ in range(3)]
+        wait_for(lambda: any(s.running() for s in streams), what="streams running")
+        started = time.monotonic()
+        response = server.post("/v3/chat/completions", json={
+            "model": CHAT, "messages": HI,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+        elapsed = time.monotonic() - started
+        body = assert_envelope("/v3/chat/completions", response, 400)
+        assert body["error"]["param"] == "response_format.json_schema"
+        results = [s.result() for s in streams]
+    assert results == [{"finish_reason": "length", "completion_tokens": 200}] * 3
+    assert elapsed < 5, f"the schema check took {elapsed:.1f} s"
+
+
+# ------------------------------------------------------------------ 2. stop strings
+
+
+def test_huge_and_long_stop_strings_are_400_and_the_worker_keeps_serving(server: ServerProcess,
+                                                                         client: OpenAI) -> None:
+    for stop in ["x" * 1_048_576, "y" * 300]:
+        response = server.post("/v3/chat/completions", json={"model": CHAT, "messages": HI, "stop": stop})
+        body = assert_envelope("/v3/chat/completions", response, 400)
+        assert body["error"]["param"] == "stop"
+        assert len(response.content) < 1000  # the stop string is not echoed
+    answer = client.chat.completions.create(model=CHAT, messages=HI, timeout=30)
+    assert answer.choices[0].finish_reason == "stop"
+    # a stop string at the limit is still accepted
+    client.chat.completions.create(model=CHAT, messages=HI, stop=["z" * 256], timeout=30)
+
+
+# ------------------------------------------------------------------ 3. the event loop stays free
+
+
+def test_health_answers_fast_while_huge_requests_are_rejected(server: ServerProcess) -> None:
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with requests.Session() as session:
+            while not done.is_set():
+                started = time.perf_counter()
+                assert session.get(server.url("/v2/health/live"), timeout=10).status_code == 200
+                latencies.append(time.perf_counter() - started)
+
+    huge = [
+        ("/v3/embeddings", {"model": EMBED, "input": ["word"] * 100_000}, "input"),
+        ("/v3/chat/completions", {"model": CHAT, "messages": HI * 100_000}, "messages"),
+        ("/v3/completions", {"model": CHAT, "prompt": "word " * 2_000_000}, "prompt"),
+        ("/v3/rerank", {"model": "tiny-rerank", "query": "q", "documents": ["d"] * 100_000}, None),
+    ]
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        wait_for(lambda: len(latencies) >= 5, what="health probes")
+        for route, body, param in huge:
+            response = server.post(route, json=body)
+            error = assert_envelope(route, response, 400)
+            if param:
+                assert error["error"]["param"] == param
+        wait_for(lambda: len(latencies) >= 50, what="more health probes")
+    finally:
+        done.set()
+        thread.join()
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    assert p99 < 0.1, f"health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
+
+
+# ------------------------------------------------------------------ 4. Unicode
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v3/embeddings", {"model": EMBED, "input": "\ud800"}),
+    ("/v3/embeddings", {"model": EMBED, "input": ["fine", "bad \udfff"]}),
+    ("/v3/v1/embed", {"model": EMBED, "texts": ["\ud800"]}),
+    ("/v3/v2/embed", {"model": EMBED, "texts": ["\ud800"], "input_type": "search_document",
+                      "embedding_types": ["float"]}),
+    ("/v3/chat/completions", {"model": CHAT, "messages": [{"role": "user", "content": "\ud800"}]}),
+    ("/v3/rerank", {"model": "tiny-rerank", "query": "\ud800", "documents": ["a"]}),
+])
+def test_lone_surrogates_are_400(server: ServerProcess, route: str, body: dict) -> None:
+    raw = json.dumps(body).encode()  # json.dumps escapes the surrogate: valid JSON, invalid text
+    response = server.post(route, data=raw, headers={"content-type": "application/json"})
+    assert_envelope(route, response, 400)
+
+
+def test_poisoned_embedding_request_leaves_thirty_good_ones_unharmed(server: ServerProcess) -> None:
+    poisoned = json.dumps({"model": EMBED, "input": ["fine", "\ud800"]}).encode()
+
+    def good(i: int) -> int:
+        return requests.post(server.url("/v3/embeddings"), json={"model": EMBED, "input": [f"request {i}", "x"]},
+                             timeout=60).status_code
+
+    def bad() -> int:
+        return requests.post(server.url("/v3/embeddings"), data=poisoned, timeout=60,
+                             headers={"content-type": "application/json"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        goods = [pool.submit(good, i) for i in range(30)]
+        bads = [pool.submit(bad) for _ in range(5)]
+        assert [f.result() for f in goods] == [200] * 30
+        assert [f.result() for f in bads] == [400] * 5
+
+
+# ------------------------------------------------------------------ 6. JSON shape
+
+
+@pytest.mark.parametrize("route", POST_ROUTES)
+def test_json_nested_ten_thousand_deep_is_400_on_every_post_route(server: ServerProcess, route: str) -> None:
+    raw = b'{"model": "x", "deep": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    response = server.post(route, data=raw, headers={"content-type": "application/json"})
+    assert_envelope(route, response, 400)
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v3/chat/completions", {"model": CHAT, "messages": HI, "n": 2.0, "max_tokens": 3.0}),
+    ("/v3/completions", {"model": CHAT, "prompt": "hi", "max_tokens": 2.0, "seed": 1.0}),
+    ("/v3/embeddings", {"model": EMBED, "input": "hello", "dimensions": 64.0}),
+    ("/v3/embeddings", {"model": EMBED, "input": [101.0, 7592.0]}),
+    ("/v3/rerank", {"model": "tiny-rerank", "query": "q", "documents": ["a", "b"], "top_n": 1.0}),
+    ("/v3/v2/embed", {"model": EMBED, "texts": ["a"], "input_type": "search_query", "embedding_types": ["float"],
+                      "output_dimension": 64.0}),
+])
+def test_whole_floats_work_as_integers(server: ServerProcess, route: str, body: dict) -> None:
+    response = server.post(route, json=body)
+    assert response.status_code == 200, response.text[:300]
+
+
+def test_fractional_integer_is_400(server: ServerProcess) -> None:
+    response = server.post("/v3/chat/completions", json={"model": CHAT, "messages": HI, "n": 2.5})
+    assert assert_envelope("/v3/chat/completions", response, 400)["error"]["param"] == "n"
+
+
+# ------------------------------------------------------------------ 7. deadlines
+
+
+def active_generations(server: ServerProcess, model: str) -> float:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(f'ovms_generation_requests_active{{model="{model}"'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_model_deadline_answers_504_and_cancels_the_engine_request(server: ServerProcess) -> None:
+    model = "tiny-chat-deadline"  # config.json: request_timeout_s 1
+    long = {"model": model, "messages": HI, "max_tokens": 900, "ignore_eos": True, "n": 16}
+    response = server.post("/v3/chat/completions", json=long)
+    body = assert_envelope("/v3/chat/completions", response, 504)
+    assert body["error"]["code"] == "request_timeout"
+    wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="engine requests cancelled")
+    # streaming: the deadline ends the stream with an error frame
+    with requests.post(server.url("/v3/chat/completions"), json={**long, "stream": True}, stream=True,
+                       timeout=60) as stream:
+        frames = [json.loads(line[6:]) for line in stream.iter_lines()
+                  if line.startswith(b"data: {")]
+    assert frames[-1]["error"]["code"] == "request_timeout"
+    wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="stream's engine requests cancelled")
+
+
+# ------------------------------------------------------------------ 9. model ids
+
+
+@pytest.mark.parametrize("route", ["/v3/chat/completions", "/v3/embeddings", "/v3/v2/rerank"])
+def test_megabyte_model_id_is_not_echoed(server: ServerProcess, route: str) -> None:
+    body = {"model": "m" * 1_048_576, "messages": HI, "input": "x", "query": "q", "documents": ["d"]}
+    response = server.post(route, json=body)
+    assert_envelope(route, response, 400)
+    assert len(response.content) < 1000
+    long_id = "m" * 300
+    response = server.get(f"/v3/models/{long_id}")
+    assert response.status_code == 400 and len(response.content) < 1000
+
+
+# ------------------------------------------------------------------ 11. nothing silently ignored
+
+
+def test_cohere_v2_max_tokens_is_honoured_or_refused(server: ServerProcess) -> None:
+    base = {"model": EMBED, "texts": ["hello"], "input_type": "search_query", "embedding_types": ["float"]}
+    assert server.post("/v3/v2/embed", json={**base, "max_tokens": 512}).status_code == 200
+    response = server.post("/v3/v2/embed", json={**base, "max_tokens": 8})
+    assert assert_envelope("/v3/v2/embed", response, 400)["message"].startswith("max_tokens")
+
+
+# ------------------------------------------------------------------ memory stays bounded
+
+
+def test_body_over_the_limit_is_413_from_content_length(server: ServerProcess) -> None:
+    for route in ("/v3/embeddings", "/v3/v1/embed"):
+        response = server.post(route, data=b"x" * (16 * 1024 * 1024 + 1), headers={"content-type": "application/json"})
+        assert_envelope(route, response, 413)
+
+
+def test_rss_returns_after_a_burst_of_rejected_huge_requests(server: ServerProcess) -> None:
+    def rejected(i: int) -> int:
+        if i % 2:
+            raw = json.dumps({"model": EMBED, "input": "x" * (12 * 1024 * 1024)}).encode()  # parsed, then 400
+        else:
+            raw = b"{" + b" " * (20 * 1024 * 1024) + b"}"  # refused from its Content-Length
+        return requests.post(server.url("/v3/embeddings"), data=raw, timeout=120,
+                             headers={"content-type": "application/json"}).status_code
+
+    server.post("/v3/embeddings", json={"model": EMBED, "input": "warm"})
+    before = server.rss_mb()
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(rejected, range(16)))
+    assert set(statuses) <= {400, 413} and 400 in statuses and 413 in statuses
+    after = server.rss_mb()
+    assert after <= before * 1.2, f"RSS {before:.0f} MB -> {after:.0f} MB"
+
+
+def test_openai_client_sees_bad_request_not_server_error(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=CHAT, messages=HI, stop=["s" * 300])
