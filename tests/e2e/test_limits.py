@@ -299,3 +299,30 @@ def test_rss_returns_after_a_burst_of_rejected_huge_requests(server: ServerProce
 def test_openai_client_sees_bad_request_not_server_error(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=CHAT, messages=HI, stop=["s" * 300])
+
+
+def test_unary_generation_running_past_sixty_seconds_completes(server: ServerProcess) -> None:
+    """Sanic cut every response at 60 s with a 500. The request is made to outlast that for real: its
+    worker is paused (SIGSTOP) for 62 s mid-generation, well under the 120 s stall timeout."""
+    import os
+    import signal
+
+    body = {"model": CHAT, "messages": HI, "max_tokens": 900, "ignore_eos": True, "n": 16}
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        future = pool.submit(requests.post, server.url("/v3/chat/completions"), json=body, timeout=300)
+        wait_for(lambda: active_generations(server, CHAT) > 0, timeout=30, what="generation running")
+        workers = server.worker_pids()
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(62)  # the subject of the test: wall-clock time passing while the request is open
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        response = future.result()
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text[:300]
+    assert elapsed > 60
+    choices = response.json()["choices"]
+    assert len(choices) == 16 and {c["finish_reason"] for c in choices} == {"length"}
