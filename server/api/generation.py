@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
@@ -27,6 +29,7 @@ async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResp
         request.ctx.user = body["user"]
     async with request.app.ctx.manager.lease(body["model"]) as instance:
         check_task(instance, TASK, route)
+        structlog.contextvars.bind_contextvars(model=instance.model_id, version=instance.version)  # for failures
         model = instance.model
         # Chat templates and tokenization of a long prompt take seconds: not on the event loop.
         plan = await asyncio.to_thread(planner, body["model"], model, body, request.app.ctx.settings.limits)
