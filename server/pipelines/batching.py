@@ -2,71 +2,234 @@
 
 Embedding and rerank pipelines are not thread-safe and run several times faster on a batch than
 item by item, so each loaded model owns one worker thread and one MicroBatcher. While a batch runs,
-new items queue up and form the next batch; a short wait lets a lone request pick up company.
+new items queue up and form the next batch; when the worker was idle, a short wait lets a lone
+request pick up company.
+
+Batches take items round-robin across waiting requests, so a small request is not stuck behind a
+huge one. Admission is bounded by max_queued_items (Overloaded at once beyond it). A batch that
+raises is re-run per request and bisected, so only the requests holding a failing item fail (with
+ItemFailed, naming the item), and co-batched requests still get their results.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Generic, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+
+import structlog
 
 from server import metrics
+from server.errors import EngineFailure, Overloaded, PayloadTooLarge
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+log = structlog.get_logger("server.batching")
+
+
+class ItemFailed(Exception):
+    """An item of a request failed in the pipeline on its own; `index` is its position in the request."""
+
+    def __init__(self, index: int, cause: BaseException | None = None) -> None:
+        super().__init__(f"item {index} failed: {type(cause).__name__ if cause else 'error'}")
+        self.index = index
+        self.cause = cause
+
+
+class _WrongCount(RuntimeError):
+    """The pipeline returned a different number of results than items: an engine bug, never the input's."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """One submit() call: its items, results so far and the future its caller awaits."""
+
+    items: Sequence
+    future: asyncio.Future
+    results: list = field(init=False)
+    next: int = 0  # first item not yet handed to a batch
+    done: int = 0  # items with a result
+    queued: bool = True  # in the round-robin queue (has undispatched items)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+
 
 class MicroBatcher(Generic[T, R]):
     def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, wait_s: float,
-                 name: str) -> None:
+                 name: str, max_queued_items: int = 8192,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._run_batch = run_batch
+        self._name = name
         self._batch_size = metrics.BATCH_SIZE.labels(name)
         self._max = max_batch_size
         self._wait = wait_s
+        self._max_queued = max_queued_items
+        self._sleep = sleep  # injectable so tests can observe when the batcher waits
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
-        self._pending: list[tuple[T, asyncio.Future]] = []
+        self._queue: deque[_Job] = deque()  # requests with undispatched items, in round-robin order
+        self._queued = 0  # undispatched items over all requests
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued
 
     def call(self, fn: Callable[..., R], *args) -> "asyncio.Future[R]":
         """Run other blocking work (e.g. a warm-up) on the same worker thread, never beside a batch."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def submit(self, items: Sequence[T]) -> list[R]:
+        """Results in item order. Raises Overloaded without queuing anything when the queue is full,
+        ItemFailed when one of these items fails in the pipeline, EngineFailure on an engine bug."""
+        if not items:
+            return []
+        if self._queued + len(items) > self._max_queued:  # refuse before allocating anything for it
+            if len(items) > self._max_queued:
+                raise PayloadTooLarge(f"This request needs {len(items)} model inputs; this model queues at most "
+                                  f"{self._max_queued}: send fewer or shorter inputs")
+            raise Overloaded(f"This model has {self._queued} inputs waiting and queues at most "
+                             f"{self._max_queued}: retry shortly")
         loop = asyncio.get_running_loop()
         if self._worker is None:
             self._loop, self._wake = loop, asyncio.Event()
             self._worker = loop.create_task(self._work())
-        futures = [loop.create_future() for _ in items]
-        self._pending.extend(zip(items, futures))
+        job = _Job(items, loop.create_future())
+        self._queue.append(job)
+        self._queued += len(items)
         self._wake.set()
-        return list(await asyncio.gather(*futures))
+        try:
+            return await job.future
+        finally:
+            self._drop(job)  # caller gone (cancelled, deadline): free its queued items now
+
+    def _drop(self, job: _Job) -> None:
+        if job.queued:
+            job.queued = False
+            self._queue.remove(job)
+            self._queued -= len(job.items) - job.next
+
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        self._drop(job)
+        if not job.future.done():
+            job.future.set_exception(error)
+
+    def _take(self) -> list[tuple[_Job, int]]:
+        """Next batch: one item from each waiting request in turn (each request's items in order)."""
+        batch: list[tuple[_Job, int]] = []
+        while self._queue and len(batch) < self._max:
+            job = self._queue.popleft()
+            batch.append((job, job.next))
+            job.next += 1
+            self._queued -= 1
+            if job.next < len(job.items):
+                self._queue.append(job)
+            else:
+                job.queued = False
+        return batch
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        idle = True
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                if len(self._pending) < self._max and self._wait > 0:
-                    await asyncio.sleep(self._wait)
-                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-                batch = [(item, future) for item, future in batch if not future.done()]  # caller gone
-                if not batch:
-                    continue
-                self._batch_size.observe(len(batch))
-                try:
-                    results = await loop.run_in_executor(self._executor, self._run_batch, [i for i, _ in batch])
-                except Exception as exc:  # fail this batch's requests, keep serving
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(batch, results):
-                    if not future.done():
-                        future.set_result(result)
+            if not self._queue:
+                idle = True
+                self._wake.clear()
+                await self._wake.wait()
+            # Only an idle worker waits for company: items that queued while a batch ran start at once.
+            if idle and self._wait > 0 and self._queued < self._max:
+                await self._sleep(self._wait)
+            idle = False
+            batch = self._take()
+            if not batch:
+                continue
+            self._batch_size.observe(len(batch))
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
+            except Exception as exc:  # the isolation itself broke: never leave a caller waiting
+                log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
+                outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
+            self._settle(batch, outcomes)
+
+    def _settle(self, batch: list[tuple[_Job, int]], outcomes: dict) -> None:
+        positions: dict[_Job, list[int]] = {}
+        for job, index in batch:
+            positions.setdefault(job, []).append(index)
+        for job, indices in positions.items():
+            outcome = outcomes[job]
+            if isinstance(outcome, BaseException):
+                self._fail(job, outcome)
+                continue
+            if job.future.done():
+                continue
+            for index, result in zip(indices, outcome):  # lengths checked on the worker thread
+                job.results[index] = result
+            job.done += len(indices)
+            if job.done == len(job.items):
+                job.future.set_result(job.results)
+
+    # ---- worker thread: only reads jobs' (immutable) items, never touches futures
+
+    def _run(self, items: list[T]) -> list[R]:
+        results = list(self._run_batch(items))
+        if len(results) != len(items):
+            raise _WrongCount(f"{len(results)} results for {len(items)} items")
+        return results
+
+    def _execute(self, batch: list[tuple[_Job, int]]) -> dict[_Job, list[R] | BaseException]:
+        """Results per request of this batch (in the order its items appear), or the request's error."""
+        groups: dict[_Job, list[int]] = {}
+        for job, index in batch:
+            groups.setdefault(job, []).append(index)
+        try:
+            results = self._run([job.items[index] for job, index in batch])
+        except _WrongCount as exc:
+            log.error("batch_result_count_mismatch", batcher=self._name, items=len(batch), detail=str(exc))
+            failure = EngineFailure(f"The model returned a wrong number of results for a batch of {len(batch)} "
+                                    "inputs; the error was logged")
+            return {job: failure for job in groups}
+        except Exception as exc:
+            log.warning("batch_failed_isolating", batcher=self._name, items=len(batch), requests=len(groups),
+                        error=type(exc).__name__)
+            return {job: self._run_request(job, indices, exc if len(groups) == 1 else None)
+                    for job, indices in groups.items()}
+        outcomes: dict[_Job, list[R] | BaseException] = {job: [] for job in groups}
+        for (job, _), result in zip(batch, results):
+            outcomes[job].append(result)
+        return outcomes
+
+    def _run_request(self, job: _Job, indices: list[int], failed: Exception | None) -> list[R] | BaseException:
+        """Re-run one request's share of a failed batch; on failure, bisect to the item that fails alone."""
+        indexed = [(index, job.items[index]) for index in indices]
+        if failed is None:
+            try:
+                return self._run([item for _, item in indexed])
+            except Exception as exc:
+                failed = exc
+        culprit = self._culprit(indexed, failed)
+        if culprit is None:  # every part succeeds alone: the failure depended on the company
+            log.error("batch_failure_not_isolated", batcher=self._name, items=len(indices), error=repr(failed)[:500])
+            return EngineFailure("The model failed to process the request; the error was logged")
+        index, cause = culprit
+        log.info("batch_item_failed", batcher=self._name, index=index, error=type(cause).__name__)
+        return ItemFailed(index, cause)
+
+    def _culprit(self, indexed: list[tuple[int, T]], failed: Exception) -> tuple[int, Exception] | None:
+        """An item of `indexed` (known to fail as a whole, with `failed`) that fails on its own."""
+        if len(indexed) == 1:
+            return indexed[0][0], failed
+        middle = len(indexed) // 2
+        for half in (indexed[:middle], indexed[middle:]):
+            try:
+                self._run([item for _, item in half])
+            except Exception as exc:
+                return self._culprit(half, exc)
+        return None
 
     def close(self) -> None:
         """Called off the event loop when the model is released (no requests left)."""

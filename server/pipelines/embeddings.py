@@ -50,11 +50,11 @@ def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
 
 
 class TextEmbedder:
-    """Embeds texts in micro-batches; also counts tokens with its own tokenizer (used on the event loop,
-    never beside the pipeline's)."""
+    """Embeds texts in micro-batches. `tokenizer` serves request preparation (token ids, vocabulary) on
+    worker threads off the event loop; the batch thread has a tokenizer of its own."""
 
     def __init__(self, path: Path, config: ModelConfig, *, pooling: str, normalize: bool, max_length: int,
-                 max_batch_size: int, batch_wait_ms: float, name: str) -> None:
+                 max_batch_size: int, batch_wait_ms: float, name: str, max_queued_items: int = 8192) -> None:
         self.max_length = max_length
         self._path = path
         self._vocabulary: list[str] | None = None
@@ -64,7 +64,8 @@ class TextEmbedder:
         self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
         self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # used by the batch thread only
         self.batcher: MicroBatcher[str, tuple[np.ndarray, int]] = MicroBatcher(
-            self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name)
+            self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name,
+            max_queued_items=max_queued_items)
 
     def _embed_batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         # Token counts come from one tokenizer call per batch, on the batch thread: counting per
@@ -74,7 +75,8 @@ class TextEmbedder:
         return [(np.asarray(v, dtype=np.float32), int(n)) for v, n in zip(vectors, counts)]
 
     async def embed(self, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
-        """Vectors and untruncated token counts, in input order."""
+        """Vectors and untruncated token counts, in input order. Raises batching.ItemFailed (index into
+        `texts`) when a text fails in the pipeline, Overloaded when the model's queue is full."""
         results = await self.batcher.submit(texts)
         return [vector for vector, _ in results], [count for _, count in results]
 
@@ -108,6 +110,7 @@ class EmbeddingModel:
             path, config, pooling=self.settings["pooling"], normalize=self.settings["normalize"],
             max_length=self.settings["max_length"], max_batch_size=self.settings["max_batch_size"],
             batch_wait_ms=self.settings["batch_wait_ms"], name=f"{model_id}:{path.name}",
+            max_queued_items=self.settings["max_queued_items"],
         )
 
     def close(self) -> None:

@@ -11,16 +11,45 @@ import openvino_genai as ov_genai
 
 from server.pipelines import ir
 from server.pipelines.base import ModelMetadata
-from server.pipelines.batching import MicroBatcher
+from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
 from server.repository.config import ModelConfig
 
 Pair = tuple[str, str]
+QUERY_INDEX = -1  # ItemFailed.index from score() when the query, not a text, failed
 
 
-def _rows(encoded: ov_genai.TokenizedInputs) -> list[list[int]]:
-    ids, mask = encoded.input_ids.data, encoded.attention_mask.data
-    return [row[m.astype(bool)].tolist() for row, m in zip(ids, mask)]
+def _encode(tokenizer: ov_genai.Tokenizer, texts: list[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(index, ids, mask) for each text that has tokens, without special tokens.
+
+    Empty texts are not sent to the tokenizer: for a batch whose texts all have no tokens it answers a
+    single 0-wide row (encode(['', '']) -> shape (1, 0)), which lost rows and left requests hanging."""
+    present = [i for i, text in enumerate(texts) if text]
+    if not present:
+        return []
+    encoded = tokenizer.encode([texts[i] for i in present], add_special_tokens=False)
+    ids, mask = encoded.input_ids.data, encoded.attention_mask.data  # views keep their tensors alive
+    if ids.shape[1] == 0:  # only token-less texts (e.g. zero-width spaces): maybe collapsed to one row
+        return []
+    if ids.shape[0] != len(present):
+        raise ValueError(f"the tokenizer returned {ids.shape[0]} rows for {len(present)} texts")
+    return list(zip(present, ids, mask))
+
+
+def _rows(tokenizer: ov_genai.Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, without special tokens: one row per text, empty for an empty text."""
+    rows: list[list[int]] = [[] for _ in texts]
+    for i, row, keep in _encode(tokenizer, texts):
+        rows[i] = row[keep.astype(bool)].tolist()
+    return rows
+
+
+def _token_counts(tokenizer: ov_genai.Tokenizer, texts: list[str]) -> list[int]:
+    """len() of each of _rows(), without building the rows."""
+    counts = [0] * len(texts)
+    for i, _, keep in _encode(tokenizer, texts):
+        counts[i] = int(keep.sum())
+    return counts
 
 
 class CrossEncoderScorer:
@@ -41,7 +70,7 @@ class CrossEncoderScorer:
             raise ValueError("a cross-encoder needs an input_ids input")
         self._compiled = ir.core().compile_model(model, config.device, dict(config.plugin_config))
         self._request = self._compiled.create_infer_request()  # used by the batch thread only
-        self.tokenizer = ov_genai.Tokenizer(str(path))  # event loop: token counts
+        self.tokenizer = ov_genai.Tokenizer(str(path))  # request preparation (token counts), off the event loop
         self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # batch thread
         framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
         bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
@@ -53,12 +82,11 @@ class CrossEncoderScorer:
         self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
             self._score_batch, max_batch_size=settings["max_batch_size"], wait_s=settings["batch_wait_ms"] / 1000,
-            name=name)
+            name=name, max_queued_items=settings["max_queued_items"])
 
     def _score_batch(self, pairs: list[Pair]) -> list[float]:
-        encode = self._batch_tokenizer.encode
-        queries = _rows(encode([q for q, _ in pairs], add_special_tokens=False))
-        texts = _rows(encode([t for _, t in pairs], add_special_tokens=False))
+        queries = _rows(self._batch_tokenizer, [q for q, _ in pairs])
+        texts = _rows(self._batch_tokenizer, [t for _, t in pairs])
         rows, types = [], []
         for query, text in zip(queries, texts):
             first = self._prefix + query + self._suffix
@@ -95,11 +123,15 @@ class CosineScorer:
     def __init__(self, path: Path, config: ModelConfig, settings: dict, name: str) -> None:
         self.embedder = TextEmbedder(
             path, config, pooling=settings["pooling"], normalize=True, max_length=settings["max_length"],
-            max_batch_size=settings["max_batch_size"], batch_wait_ms=settings["batch_wait_ms"], name=name)
+            max_batch_size=settings["max_batch_size"], batch_wait_ms=settings["batch_wait_ms"], name=name,
+            max_queued_items=settings["max_queued_items"])
         self.tokenizer = self.embedder.tokenizer
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
-        vectors, _ = await self.embedder.embed([query, *texts])
+        try:
+            vectors, _ = await self.embedder.embed([query, *texts])
+        except ItemFailed as failed:  # the query went first: shift indices back to `texts`
+            raise ItemFailed(failed.index - 1 if failed.index else QUERY_INDEX, failed.cause) from None
         query_vector, documents = vectors[0], np.stack(vectors[1:])
         cosine = documents @ query_vector  # unit vectors
         return [float(s) for s in np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)]
@@ -125,11 +157,13 @@ class RerankModel:
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text without special tokens (BERT tokenizers ship no detokenizer, so chunking
-        works on words counted here rather than on decoded token windows)."""
-        encoded = self.scorer.tokenizer.encode(texts, add_special_tokens=False)
-        return [int(n) for n in encoded.attention_mask.data.sum(axis=1)]
+        works on words counted here rather than on decoded token windows). Blocking: call it off the
+        event loop."""
+        return _token_counts(self.scorer.tokenizer, texts)
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
+        """Scores in text order. Raises batching.ItemFailed with the index of a failing text (QUERY_INDEX
+        for the query), Overloaded when the model's queue is full."""
         return await self.scorer.score(query, texts)
 
     def close(self) -> None:

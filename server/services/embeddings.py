@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
 import numpy as np
 
 from server.errors import BadRequest
+from server.pipelines.batching import ItemFailed
 from server.pipelines.embeddings import TextEmbedder
+
+
+async def prepare_input(embedder: TextEmbedder, value: str | list) -> list[str]:
+    """input_texts() off the event loop when it has work to do: joining thousands of token ids (and
+    reading the vocabulary the first time) froze the server for seconds on the event loop."""
+    if isinstance(value, str) or isinstance(value[0], str):
+        return input_texts(embedder, value)  # nothing to compute
+    return await asyncio.to_thread(input_texts, embedder, value)
 
 
 def input_texts(embedder: TextEmbedder, value: str | list) -> list[str]:
@@ -47,8 +57,12 @@ def _join_pieces(pieces) -> str:
 
 async def embed(embedder: TextEmbedder, texts: list[str], *, truncate: bool, param: str) -> tuple[list[np.ndarray], int]:
     """Vectors in input order, and the number of tokens embedded. Over-long inputs are a 400 unless
-    truncation is on (they are counted in the same batch call that embeds them)."""
-    vectors, counts = await embedder.embed(texts)
+    truncation is on (they are counted in the same batch call that embeds them). An input the model
+    fails on is a 400 naming it, under `param`; the other requests of its batch are not affected."""
+    try:
+        vectors, counts = await embedder.embed(texts)
+    except ItemFailed as failed:
+        raise BadRequest(f"Input {failed.index} could not be processed by the model", param=param) from None
     limit = embedder.max_length
     if not truncate:
         for index, count in enumerate(counts):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from server.errors import BadRequest
-from server.pipelines.rerank import RerankModel
+from server.pipelines.batching import ItemFailed
+from server.pipelines.rerank import QUERY_INDEX, RerankModel
 
 DEFAULT_MAX_CHUNKS = 64
 
@@ -42,13 +44,32 @@ def chunk(model: RerankModel, text: str, budget: int, max_chunks: int) -> list[s
     return chunks[:max_chunks]
 
 
-async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
+def _token_counts(model: RerankModel, query: str, documents: list[str]) -> list[int]:
+    """Tokens of the query and of each document, in one tokenizer call; a text the tokenizer rejects
+    is a 400 naming it (found text by text, only on failure)."""
+    try:
+        return model.token_counts([query, *documents])
+    except Exception:
+        pass
+    for index, text in enumerate([query, *documents]):
+        try:
+            model.token_counts([text])
+        except Exception:
+            if index == 0:
+                raise BadRequest("The query could not be processed by the model", param="query") from None
+            raise BadRequest(f"Document {index - 1} could not be processed by the model", param="documents") from None
+    return model.token_counts([query, *documents])  # failed only together: let it surface as a 500
+
+
+def prepare(model: RerankModel, body: dict) -> list[list[str]]:
+    """The chunks of each document, checked against the model's limits. Blocking (tokenizer calls on
+    every document and word): run it off the event loop."""
     settings = model.settings
     documents = document_texts(body["documents"])
     if len(documents) > settings["max_documents"]:
         raise BadRequest(f"{len(documents)} documents sent; this model accepts at most {settings['max_documents']}",
                          param="documents")
-    query_tokens, *document_tokens = model.token_counts([body["query"], *documents])  # one tokenizer call
+    query_tokens, *document_tokens = _token_counts(model, body["query"], documents)
     if query_tokens > settings["max_query_tokens"]:
         raise BadRequest(f"The query has {query_tokens} tokens; this model accepts at most "
                          f"{settings['max_query_tokens']}", param="query")
@@ -58,10 +79,28 @@ async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
     if budget < 1:
         raise BadRequest("The query leaves no room for documents within the model's max_length", param="query")
     max_chunks = body.get("max_chunks_per_doc") or DEFAULT_MAX_CHUNKS
-    chunks = [[text] if tokens <= budget else chunk(model, text, budget, max_chunks)
-              for text, tokens in zip(documents, document_tokens)]
+    return [[text] if tokens <= budget else chunk(model, text, budget, max_chunks)
+            for text, tokens in zip(documents, document_tokens, strict=True)]
+
+
+def _failed_input(failed: ItemFailed, chunks: list[list[str]]) -> BadRequest:
+    if failed.index == QUERY_INDEX:
+        return BadRequest("The query could not be processed by the model", param="query")
+    position = 0
+    for document, pieces in enumerate(chunks):
+        position += len(pieces)
+        if failed.index < position:
+            return BadRequest(f"Document {document} could not be processed by the model", param="documents")
+    return BadRequest("A document could not be processed by the model", param="documents")
+
+
+async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
+    chunks = await asyncio.to_thread(prepare, model, body)
     flat = [piece for pieces in chunks for piece in pieces]
-    scores = await model.score(body["query"], flat)
+    try:
+        scores = await model.score(body["query"], flat)
+    except ItemFailed as failed:
+        raise _failed_input(failed, chunks) from None
     best, position = [], 0
     for pieces in chunks:
         best.append(max(scores[position : position + len(pieces)]))

@@ -2,8 +2,29 @@ import asyncio
 import threading
 
 import pytest
+from structlog.testing import capture_logs
 
-from server.pipelines.batching import MicroBatcher
+from server.errors import BadRequest, EngineFailure, Overloaded
+from server.pipelines.batching import ItemFailed, MicroBatcher
+from server.services import embeddings as embeddings_service
+
+TIMEOUT = 10  # a hang fails the test instead of stalling the suite
+
+
+class Gate:
+    """Holds the first batch on the worker thread until the test opens it."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+
+    def hold(self) -> None:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.opened.wait(TIMEOUT)
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, TIMEOUT)
 
 
 async def test_concurrent_requests_share_batches_and_keep_order() -> None:
@@ -24,15 +45,213 @@ async def test_concurrent_requests_share_batches_and_keep_order() -> None:
     batcher.close()
 
 
-async def test_a_failing_batch_fails_its_requests_only() -> None:
+async def test_a_poisoned_item_fails_only_its_request() -> None:
+    batches: list[list[str]] = []
+
     def run(items: list[str]) -> list[str]:
-        if "bad" in items:
-            raise ValueError("boom")
+        batches.append(items)
+        if "poison" in items:
+            raise TypeError("incompatible function arguments")
+        return [item.upper() for item in items]
+
+    batcher = MicroBatcher(run, max_batch_size=16, wait_s=0.01, name="t")
+    good = [batcher.submit([f"a{i}", f"b{i}"]) for i in range(30)]
+    poisoned = batcher.submit(["fine", "also fine", "ok", "poison", "more"])
+    outcomes = await asyncio.wait_for(asyncio.gather(*good, poisoned, return_exceptions=True), TIMEOUT)
+    assert outcomes[:30] == [[f"A{i}", f"B{i}"] for i in range(30)]
+    failure = outcomes[30]
+    assert isinstance(failure, ItemFailed) and failure.index == 3  # its index within the request
+    assert isinstance(failure.cause, TypeError)
+    assert any("poison" in b and len(b) > 5 for b in batches)  # it really was co-batched with others
+    assert await batcher.submit(["again"]) == ["AGAIN"]
+    batcher.close()
+
+
+async def test_a_failure_no_single_item_explains_is_an_engine_failure() -> None:
+    def run(items: list[str]) -> list[str]:
+        if len(items) > 1:
+            raise RuntimeError("fails only in company")
         return items
 
-    batcher = MicroBatcher(run, max_batch_size=1, wait_s=0, name="t")
-    bad, good = await asyncio.gather(batcher.submit(["bad"]), batcher.submit(["ok"]), return_exceptions=True)
-    assert isinstance(bad, ValueError)
-    assert good == ["ok"]
-    assert await batcher.submit(["again"]) == ["again"]
+    batcher = MicroBatcher(run, max_batch_size=4, wait_s=0, name="t")
+    with pytest.raises(EngineFailure):
+        await asyncio.wait_for(batcher.submit(["x", "y"]), TIMEOUT)
     batcher.close()
+
+
+async def test_a_wrong_number_of_results_fails_the_batch_loudly() -> None:
+    def run(items: list[str]) -> list[str]:
+        return items[:-1] if len(items) > 1 else items
+
+    batcher = MicroBatcher(run, max_batch_size=8, wait_s=0.01, name="t")
+    with capture_logs() as logs:
+        outcomes = await asyncio.wait_for(asyncio.gather(
+            batcher.submit(["a", "b"]), batcher.submit(["c"]), return_exceptions=True), TIMEOUT)
+    assert all(isinstance(o, EngineFailure) for o in outcomes)  # none left pending
+    assert [e for e in logs if e["event"] == "batch_result_count_mismatch" and e["log_level"] == "error"]
+    assert await batcher.submit(["z"]) == ["z"]
+    batcher.close()
+
+
+async def test_admission_refuses_at_once_beyond_max_queued_items() -> None:
+    gate, seen = Gate(), []
+
+    def run(items: list[str]) -> list[str]:
+        seen.extend(items)
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0, name="t", max_queued_items=10)
+    first = asyncio.create_task(batcher.submit(["r0", "r1"]))
+    await gate.wait_started()  # its items left the queue for the running batch
+    queued = asyncio.create_task(batcher.submit([f"q{i}" for i in range(8)]))
+    await asyncio.sleep(0)  # let it enqueue
+    assert batcher.queued_items == 8
+    with pytest.raises(Overloaded):
+        await batcher.submit(["x1", "x2", "x3"])  # 8 + 3 > 10: refused before queuing
+    assert batcher.queued_items == 8 and len(batcher._queue) == 1  # nothing kept for the refused request
+    fits = asyncio.create_task(batcher.submit(["y1", "y2"]))  # 8 + 2 fits
+    gate.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(first, queued, fits), TIMEOUT)
+    assert not any(item.startswith("x") for item in seen)
+    assert batcher.queued_items == 0
+    batcher.close()
+
+
+async def test_a_cancelled_request_frees_its_queued_items() -> None:
+    gate = Gate()
+
+    def run(items: list[int]) -> list[int]:
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=4, wait_s=0, name="t", max_queued_items=100)
+    big = asyncio.create_task(batcher.submit(list(range(90))))
+    await gate.wait_started()
+    assert batcher.queued_items == 86
+    big.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await big
+    assert batcher.queued_items == 0
+    gate.opened.set()
+    assert await asyncio.wait_for(batcher.submit(list(range(100))), TIMEOUT) == list(range(100))
+    batcher.close()
+
+
+async def test_a_small_request_is_not_stuck_behind_a_huge_one() -> None:
+    gate, batches = Gate(), []
+
+    def run(items: list[str]) -> list[str]:
+        batches.append(list(items))
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=8, wait_s=0, name="t", max_queued_items=2000)
+    huge = asyncio.create_task(batcher.submit([f"big{i}" for i in range(1000)]))
+    await gate.wait_started()
+    small = asyncio.create_task(batcher.submit(["small"]))
+    await asyncio.sleep(0)
+    gate.opened.set()
+    assert await asyncio.wait_for(small, TIMEOUT) == ["small"]
+    assert not huge.done()  # the small one finished first
+    assert "small" in batches[1]  # served by the very next batch
+    assert await asyncio.wait_for(huge, TIMEOUT) == [f"big{i}" for i in range(1000)]
+    assert [b[i] for b in batches[2:] for i in range(len(b))] == [f"big{i}" for i in range(15, 1000)]
+    batcher.close()
+
+
+async def test_round_robin_takes_one_item_per_request_in_turn() -> None:
+    gate, batches = Gate(), []
+
+    def run(items: list[str]) -> list[str]:
+        batches.append(list(items))
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=6, wait_s=0, name="t")
+    first = asyncio.create_task(batcher.submit(["warm"]))
+    await gate.wait_started()
+    requests = [asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(4)])) for name in "abc"]
+    await asyncio.sleep(0)
+    gate.opened.set()
+    await asyncio.wait_for(asyncio.gather(first, *requests), TIMEOUT)
+    assert batches[1:] == [["a0", "b0", "c0", "a1", "b1", "c1"], ["a2", "b2", "c2", "a3", "b3", "c3"]]
+    batcher.close()
+
+
+async def test_batch_wait_applies_only_when_the_worker_was_idle() -> None:
+    gate, sleeps = Gate(), []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    def run(items: list[str]) -> list[str]:
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0.5, name="t", sleep=sleep)
+    first = asyncio.create_task(batcher.submit(["a"]))
+    await gate.wait_started()
+    assert sleeps == [0.5]  # idle worker: waited for company once
+    later = asyncio.create_task(batcher.submit(["b", "c", "d"]))  # queued while a batch runs
+    await asyncio.sleep(0)
+    gate.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(first, later), TIMEOUT) == [["a"], ["b", "c", "d"]]
+    assert sleeps == [0.5]  # the two back-to-back batches after it started at once
+    assert await batcher.submit(["e"]) == ["e"]
+    assert sleeps == [0.5, 0.5]  # idle again: waits again
+    batcher.close()
+
+
+async def test_a_full_batch_does_not_wait_even_when_idle() -> None:
+    sleeps = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    batcher = MicroBatcher(lambda items: items, max_batch_size=2, wait_s=0.5, name="t", sleep=sleep)
+    assert await batcher.submit(["a", "b"]) == ["a", "b"]
+    assert sleeps == []
+    batcher.close()
+
+
+# ---- services/embeddings on top of the batcher
+
+
+class FakeEmbedder:
+    max_length = 8
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+        self.threads: list[str] = []
+
+    async def embed(self, texts: list[str]):
+        results = await self.batcher.submit(texts)
+        return [v for v, _ in results], [n for _, n in results]
+
+    def vocabulary(self) -> list[str]:
+        self.threads.append(threading.current_thread().name)
+        return ["hello", "world", "##s"]
+
+
+async def test_embed_names_the_failing_input_under_the_route_param() -> None:
+    def run(texts: list[str]):
+        if "\ud800" in texts:
+            raise TypeError("not a valid str")
+        return [(len(t), 1) for t in texts]
+
+    embedder = FakeEmbedder(MicroBatcher(run, max_batch_size=8, wait_s=0.01, name="t"))
+    bad = embeddings_service.embed(embedder, ["ok", "\ud800"], truncate=True, param="texts")
+    good = embeddings_service.embed(embedder, ["fine"], truncate=True, param="input")
+    failure, result = await asyncio.wait_for(asyncio.gather(bad, good, return_exceptions=True), TIMEOUT)
+    assert isinstance(failure, BadRequest) and failure.param == "texts" and "Input 1" in failure.message
+    assert result == ([4], 1)
+    embedder.batcher.close()
+
+
+async def test_token_ids_are_joined_off_the_event_loop() -> None:
+    embedder = FakeEmbedder(MicroBatcher(lambda items: items, max_batch_size=8, wait_s=0, name="t"))
+    assert await embeddings_service.prepare_input(embedder, [[0, 1, 2], [1]]) == ["hello worlds", "world"]
+    assert embedder.threads and embedder.threads[0] != threading.current_thread().name
+    assert await embeddings_service.prepare_input(embedder, "text") == ["text"]
+    embedder.batcher.close()
