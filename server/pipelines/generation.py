@@ -27,6 +27,7 @@ import openvino_genai as ov_genai
 import structlog
 
 from server import metrics
+from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
 from server.repository.config import ModelConfig
 
@@ -35,6 +36,8 @@ log = structlog.get_logger("server.generation")
 DEFAULT_CONTEXT_LENGTH = 2048
 WORKER_START_TIMEOUT_S = 600  # compiling a large model on 2 cores takes minutes
 WORKER_STOP_TIMEOUT_S = 10
+DEFAULT_MAX_QUEUED_REQUESTS = 64  # the loader fills both from server flags; these serve direct callers
+DEFAULT_STALL_TIMEOUT_S = 120.0
 
 
 def context_length(path: Path, settings: dict) -> int:
@@ -85,6 +88,13 @@ class GenerationEngine:
         self._dead: str | None = None  # why requests can no longer be added
         self._broken: str | None = None  # why the worker died on its own (not by close())
         self._closed = False
+        settings = config.task_settings
+        # Open requests beyond the pipeline's batch wait inside the worker; bound that wait (429 beyond it).
+        self._capacity = int(settings["max_num_seqs"]) + int(settings.get("max_queued_requests", DEFAULT_MAX_QUEUED_REQUESTS))
+        # A worker that sends nothing this long while requests are open is stuck (stopped, deadlocked).
+        self._stall_timeout = float(settings.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
+        self._last_heard = 0.0  # loop time of the worker's last message, or of the first open request
+        self._stall_timer: asyncio.TimerHandle | None = None
         # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
         # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
         parent_sock, child_sock = socket.socketpair()
@@ -132,8 +142,8 @@ class GenerationEngine:
                        include_stop: bool = False) -> AsyncIterator[TokenUpdate]:
         """Stream the updates of one sequence. Closing the iterator early (client gone) cancels the request."""
         self._attach()
-        if self._dead:
-            raise EngineUnavailable(self._dead)
+        self.admit()
+        self._arm_stall_timer()
         request_id = next(self._ids)
         updates: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = updates
@@ -151,12 +161,45 @@ class GenerationEngine:
                     self._outbox.put(("cancel", request_id))
                 self._active_gauge.set(len(self._queues))
 
+    def admit(self, sequences: int = 1) -> None:
+        """Raise now if `sequences` more requests cannot join: EngineUnavailable when the worker is gone,
+        Overloaded (429) beyond max_num_seqs + max_queued_requests open requests. generate() checks it for
+        its own request; a caller that starts a streamed response first can call it before the headers go
+        out (and for all n choices at once)."""
+        if self._dead:
+            raise EngineUnavailable(self._dead)
+        if len(self._queues) + sequences > self._capacity:
+            raise Overloaded(f"The generation queue is full ({self._capacity} requests); retry later")
+
     def _attach(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._conn.fileno(), self._on_readable)
 
+    def _arm_stall_timer(self) -> None:
+        """Watch the worker while requests are open; idle, it rightly sends nothing."""
+        if not self._queues:  # nothing was owed until now (a timer may still be pending from before)
+            self._last_heard = self._loop.time()
+        if self._stall_timer is None:
+            self._stall_timer = self._loop.call_later(self._stall_timeout, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if self._dead or not self._queues:
+            return
+        silent = self._loop.time() - self._last_heard
+        if silent < self._stall_timeout:  # heard meanwhile: one timer per period, not one per message
+            self._stall_timer = self._loop.call_later(self._stall_timeout - silent, self._check_stall)
+            return
+        self._dead = self._broken = f"the generation worker stopped responding for {silent:.0f} s"
+        log.error("generation_worker_stalled", model=self._name, pid=self._process.pid, silent_s=round(silent, 1),
+                  open_requests=len(self._queues))
+        self._process.kill()  # SIGKILL works on a stopped process too; `broken` makes the manager reload
+        self._loop.remove_reader(self._conn.fileno())
+        self._fail_all(self._dead)
+
     def _on_readable(self) -> None:
+        self._last_heard = self._loop.time()
         try:
             while self._conn.poll():
                 _, updates = self._conn.recv()

@@ -11,6 +11,13 @@ in a multiprocessing Connection (messages are tuples, pickled):
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids"}) | ("failed", message)   once, after the build
                     ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...])   per step
 finish_reason is "stop" or "length" on a request's last update; error ends a request too.
+
+A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
+scheduling phase"), and the usual cause is one request (a grammar xgrammar cannot compile fails in that
+request's first scheduled step). So the worker fails the requests added since the last good step (else
+those that have not produced a token yet, else all: unexplained), builds a fresh pipeline and re-adds
+every other request as a continuation (prompt + tokens so far), whose stream goes on.
+Pipeline request ids come from a worker-internal counter: the server's ids are only message keys.
 The worker is single-threaded: between steps it drains the pipe without waiting, and while idle it
 blocks on the pipe. The parent closing its end (or dying) ends the worker.
 """
@@ -18,11 +25,14 @@ blocks on the pipe. The parent closing its end (or dying) ends the worker.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Callable
 
 import numpy as np
 import openvino as ov
@@ -32,7 +42,7 @@ from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
 from server.pipelines.sampling import build_config
 from server.pipelines.stops import StopStringFilter
 
-MAX_FAILED_STEPS = 3  # step() failing this many times in a row means the pipeline is broken
+MAX_FAILED_STEPS = 3  # unexplained step() failures in a row (rebuilds between them) mean the model is broken
 EXIT_PIPELINE_BROKEN = 3
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -63,20 +73,47 @@ class _Output:
     error: str | None = None
 
 
+STEP_FAILED = "the engine could not run this request"  # no library internals: clients see this
+
+
 @dataclass(eq=False)
 class _Request:
-    request_id: int
+    request_id: int  # the server's id
     handle: object
     text: IncrementalDetokenizer
     stops: StopStringFilter
+    prompt_ids: list[int] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    generated: list[int] = field(default_factory=list)  # what a continuation must resume after
+
+
+def _log_exception(event: str, **fields: object) -> None:
+    """This process has no logging setup; its stderr is the server's, which reaches the server log."""
+    details = " ".join(f"{k}={v}" for k, v in fields.items())
+    print(f"{event} {details}".rstrip(), file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+
+
+def continuation_params(params: dict, generated: int) -> dict:
+    """The params that let a re-added request go on where it was after `generated` tokens."""
+    params = dict(params)
+    for key in ("max_new_tokens", "min_new_tokens"):
+        if key in params:
+            params[key] = max(int(params[key]) - generated, 0)
+    return params
 
 
 class Worker:
-    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, conn: Connection) -> None:
+    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, conn: Connection,
+                 rebuild: Callable[[], ov_genai.ContinuousBatchingPipeline] | None = None) -> None:
         self._pipeline = pipeline
         self._tokenizer = pipeline.get_tokenizer()
         self._conn = conn
+        self._rebuild = rebuild  # a fresh pipeline with main()'s path, scheduler, device and plugin config
         self._active: dict[int, _Request] = {}
+        self._fresh: set[int] = set()  # added since the last good step: their first step compiles grammars
+        self._pipeline_ids = itertools.count()  # never repeats within one pipeline's life
         self._closing = False
         self._failed_steps = 0  # in a row
 
@@ -120,24 +157,27 @@ class Worker:
 
     def _add(self, request_id: int, prompt_ids: list[int], params: dict, stops: list[str], include_stop: bool) -> None:
         try:
-            input_ids = ov.Tensor(np.array([prompt_ids], dtype=np.int64))
-            handle = self._pipeline.add_request(request_id, input_ids, build_config(params))
+            handle = self._add_to_pipeline(prompt_ids, params)
         except Exception as exc:
             self._send([(request_id, "", [], [], None, f"the request was rejected: {type(exc).__name__}")])
             return
         self._active[request_id] = _Request(request_id, handle, IncrementalDetokenizer(),
-                                            StopStringFilter(stops, include_stop=include_stop))
+                                            StopStringFilter(stops, include_stop=include_stop),
+                                            list(prompt_ids), dict(params))
+        self._fresh.add(request_id)
+
+    def _add_to_pipeline(self, prompt_ids: list[int], params: dict) -> object:
+        input_ids = ov.Tensor(np.array([prompt_ids], dtype=np.int64))
+        return self._pipeline.add_request(next(self._pipeline_ids), input_ids, build_config(params))
 
     def _step(self) -> None:
         try:
             self._pipeline.step()  # also frees the KV cache of cancelled and stopped requests
-        except Exception as exc:  # a failed step fails the requests in it, not the worker
-            self._failed_steps += 1
-            self._send(self._fail([*self._active], f"generation failed: {type(exc).__name__}"))
-            if self._failed_steps >= MAX_FAILED_STEPS:  # broken for good: exit, the server reloads the version
-                raise SystemExit(EXIT_PIPELINE_BROKEN) from exc
+        except Exception:
+            self._recover()
             return
         self._failed_steps = 0
+        self._fresh.clear()
         errors: list[tuple] = []
         outputs: list[tuple[_Request, _Output]] = []
         for request in list(self._active.values()):
@@ -152,6 +192,51 @@ class Worker:
             outputs, texts = [], []
         updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
         self._send([u for u in updates if u is not None] + errors)
+
+    def _recover(self) -> None:
+        """After a failed step (called inside its except): fail the requests that caused it, rebuild the
+        pipeline and continue the others in it. Exits when that keeps failing or the rebuild fails."""
+        # Grammars compile in a request's first scheduled step: most likely one just added, else one that
+        # waited for a slot and has not produced a token yet.
+        suspects = ([r for r in self._active if r in self._fresh]
+                    or [r for r, request in self._active.items() if not request.generated])
+        if suspects:  # each such recovery fails a request, so a stream of bad requests cannot loop forever
+            _log_exception("generation_step_failed", requests=len(suspects), survivors=len(self._active) - len(suspects))
+        else:  # every request was running fine before: none explains it, so every one of them is a suspect
+            self._failed_steps += 1
+            suspects = [*self._active]
+            _log_exception("generation_step_failed_unexplained", requests=len(suspects))
+        self._fresh.clear()
+        errors = self._fail(suspects, STEP_FAILED)
+        if self._failed_steps >= MAX_FAILED_STEPS or self._rebuild is None:
+            self._send(errors)
+            raise SystemExit(EXIT_PIPELINE_BROKEN)  # broken for good: the server reloads the version
+        try:
+            self._pipeline = None  # free the broken pipeline's KV cache before the new one allocates its own
+            self._pipeline = self._rebuild()
+            self._tokenizer = self._pipeline.get_tokenizer()
+        except Exception:
+            _log_exception("generation_pipeline_rebuild_failed")
+            self._send(errors + self._fail([*self._active], STEP_FAILED))
+            raise SystemExit(EXIT_PIPELINE_BROKEN)
+        self._pipeline_ids = itertools.count()
+        for request in list(self._active.values()):
+            errors += self._continue(request)
+        self._send(errors)
+
+    def _continue(self, request: _Request) -> list[tuple]:
+        """Re-add a surviving request to the fresh pipeline; its detokenizer and stop state stay, so its
+        stream goes on. A structured-output request that already produced tokens cannot resume: its
+        grammar would start over in the middle of its JSON."""
+        if request.generated and request.params.get("json_schema") is not None:
+            return self._fail([request.request_id], "the engine was restarted while running this request")
+        try:
+            request.handle = self._add_to_pipeline(request.prompt_ids + request.generated,
+                                                   continuation_params(request.params, len(request.generated)))
+        except Exception:
+            _log_exception("generation_continuation_failed")
+            return self._fail([request.request_id], STEP_FAILED)
+        return []
 
     def _fail(self, request_ids: list[int], error: str) -> list[tuple]:
         """Cancel these requests in the pipeline (freeing their KV cache); returns their final error updates."""
@@ -180,6 +265,7 @@ class Worker:
             else:
                 output.finish = "stop"
         request.text.extend(output.token_ids)
+        request.generated.extend(output.token_ids)
         return output
 
     def _update(self, request: _Request, output: _Output, raw_text: str) -> tuple | None:
@@ -230,9 +316,13 @@ def main(conn: Connection, parent_pid: int) -> None:
         path, settings, device, plugin_config = conn.recv()
     except EOFError:
         return
+
+    def build() -> ov_genai.ContinuousBatchingPipeline:
+        return ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, plugin_config)
+
     try:
         try:
-            pipeline = ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, plugin_config)
+            pipeline = build()
             defaults = pipeline.get_config()  # the model's own eos / stop token ids
         except Exception as exc:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -240,7 +330,7 @@ def main(conn: Connection, parent_pid: int) -> None:
         conn.send(("ready", {"eos_token_id": defaults.eos_token_id, "stop_token_ids": sorted(defaults.stop_token_ids)}))
     except OSError:  # the server went away during the build
         return
-    Worker(pipeline, conn).run()
+    Worker(pipeline, conn, rebuild=build).run()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 class StopStringFilter:
     def __init__(self, stops: list[str], *, include_stop: bool = False) -> None:
         self._stops = [s for s in stops if s]
+        self._failures = [_prefix_function(s) for s in self._stops]
         self._include = include_stop
         self._held = ""
         self.stopped = False
@@ -34,10 +35,31 @@ class StopStringFilter:
         return "" if self.stopped else held
 
     def _longest_stop_prefix_suffix(self, buffer: str) -> int:
+        """Longest proper prefix of any stop string that ends the buffer. A Knuth-Morris-Pratt scan of the
+        buffer's last len(stop) - 1 characters: O(len(stop)) per stop, where trying every prefix length
+        with endswith was O(len(stop)^2)."""
         best = 0
-        for stop in self._stops:
-            for length in range(min(len(stop) - 1, len(buffer)), best, -1):
-                if buffer.endswith(stop[:length]):
-                    best = length
-                    break
+        for stop, failure in zip(self._stops, self._failures):
+            state = 0  # length of the longest prefix of `stop` that ends the text scanned so far
+            for char in buffer[max(len(buffer) - len(stop) + 1, 0) :] if len(stop) > 1 else "":
+                while state and stop[state] != char:
+                    state = failure[state - 1]
+                if stop[state] == char:
+                    state += 1
+                if state == len(stop):  # cannot happen (feed found no stop in the buffer); stay proper
+                    state = failure[state - 1]
+            best = max(best, state)
         return best
+
+
+def _prefix_function(text: str) -> list[int]:
+    """failure[i]: length of the longest proper prefix of text[: i + 1] that is also its suffix."""
+    failure = [0] * len(text)
+    state = 0
+    for i in range(1, len(text)):
+        while state and text[i] != text[state]:
+            state = failure[state - 1]
+        if text[i] == text[state]:
+            state += 1
+        failure[i] = state
+    return failure

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 
 import structlog
 
-from server.errors import BadRequest, EngineFailure, ModelNotReady, Unsupported
+from server.errors import BadRequest, EngineFailure, ModelNotReady, ServerError, Unsupported
 from server.pipelines.generation import EngineUnavailable, GenerationModel, TokenUpdate
 from server.pipelines.sampling import build_config
 from server.services.structured_output import check_json_schema
@@ -219,6 +219,14 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: 
 # ----------------------------------------------------------------------------- running
 
 
+def _admit(model: GenerationModel, plan: GenerationPlan) -> None:
+    """Refuse now, before any response is started, when the engine cannot take all n choices."""
+    try:
+        model.engine.admit(len(plan.configs))
+    except EngineUnavailable as exc:
+        raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
+
+
 async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: dict) -> AsyncIterator[TokenUpdate]:
     try:
         async for update in model.engine.generate(plan.prompt_ids, params, stop=plan.stop,
@@ -240,14 +248,16 @@ async def _merged(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator
         try:
             async for update in _choice_updates(model, plan, params):
                 await queue.put((index, update))
-        except ModelNotReady as exc:
-            await queue.put((index, TokenUpdate(error=exc.message)))
+        except ServerError as exc:  # refused (queue full, worker gone): the whole request fails with it
+            await queue.put((index, exc))
 
     tasks = [asyncio.create_task(pump(i, c)) for i, c in enumerate(plan.configs)]
     try:
         remaining = len(tasks)
         while remaining:
             index, update = await queue.get()
+            if isinstance(update, ServerError):
+                raise update
             if update.finish_reason or update.error:
                 remaining -= 1
             yield index, update
@@ -302,6 +312,7 @@ def _raise_engine_error(plan: GenerationPlan, error: str) -> None:
 
 
 async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
+    _admit(model, plan)
     choices = [_Choice() for _ in plan.configs]
     async for index, update in _merged(model, plan):
         if update.error:
@@ -362,6 +373,7 @@ def _delta_choice(model: GenerationModel, plan: GenerationPlan, index: int, upda
 
 async def run_stream(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[dict]:
     """Chunks in OpenAI's order: role (chat) or echo (completions) first, deltas, finish, then usage."""
+    _admit(model, plan)  # before the first chunk: a refusal still gets its status code
     for index in range(len(plan.configs)):
         if plan.kind == "chat":
             yield _chunk(plan, [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,

@@ -1,5 +1,6 @@
-"""The generation worker's step loop on a fake pipeline: one request's failure stays its own, a
-pipeline whose step() keeps failing ends the worker (the server then reloads the version)."""
+"""The generation worker's step loop on a fake pipeline: one request's failure stays its own, a failed
+step fails the requests it is blamed on and continues the others in a rebuilt pipeline, and a pipeline
+whose step() keeps failing for no request's fault ends the worker (the server then reloads the version)."""
 
 from __future__ import annotations
 
@@ -87,15 +88,83 @@ def test_a_request_that_fails_to_collect_fails_alone() -> None:
     assert not worker._active
 
 
-def test_a_step_that_keeps_failing_ends_the_worker() -> None:
-    pipeline, conn = Pipeline(step_fails=True), Connection()
-    worker = gw.Worker(pipeline, conn)
+class Running(Handle):
+    """A request that produces one token per step and never ends by itself."""
+
+    def read(self) -> dict:
+        return {0: Output([7], ov_genai.GenerationFinishReason.NONE)}
+
+    def get_status(self):
+        return ov_genai.GenerationStatus.RUNNING
+
+
+class RunningPipeline(Pipeline):
+    def __init__(self, step_fails: bool = False) -> None:
+        super().__init__(step_fails=step_fails)
+        self.added: list[tuple[int, list[int], object]] = []
+
+    def add_request(self, request_id: int, ids, config) -> Handle:
+        self.added.append((request_id, ids.data.tolist()[0], config))
+        self.handles[request_id] = Running(False)
+        return self.handles[request_id]
+
+
+def test_a_failed_step_fails_only_the_new_requests_and_continues_the_others() -> None:
+    first, second = RunningPipeline(), RunningPipeline()
+    conn = Connection()
+    worker = gw.Worker(first, conn, rebuild=lambda: second)
+    worker._add(10, [1, 2], {"max_new_tokens": 5, "min_new_tokens": 3}, [], False)
+    worker._step()
+    worker._step()  # request 10 has generated [7, 7]
+    first.step_fails = True
+    worker._add(11, [3], {"max_new_tokens": 5}, [], False)
+    worker._step()
+    assert updates(conn)[11][5] == gw.STEP_FAILED  # no library text
+    assert [*worker._active] == [10]
+    ((pipeline_id, prompt, config),) = second.added  # re-added as a continuation, ids restart
+    assert pipeline_id == 0 and prompt == [1, 2, 7, 7]
+    assert (config.max_new_tokens, config.min_new_tokens) == (3, 1)
+    worker._step()
+    assert worker._active[10].generated == [7, 7, 7]
+
+
+def test_a_request_that_waited_for_a_slot_is_the_suspect_once_no_new_one_is() -> None:
+    first, second = RunningPipeline(), RunningPipeline()
+    conn = Connection()
+    worker = gw.Worker(first, conn, rebuild=lambda: second)
+    worker._add(0, [1], {"max_new_tokens": 9}, [], False)
+    worker._add(1, [2], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    worker._active[1].generated.clear()  # as if 1 still waited in the scheduler for a sequence slot
+    first.step_fails = True
+    worker._step()
+    assert updates(conn)[1][5] == gw.STEP_FAILED
+    assert [*worker._active] == [0] and second.added[0][1] == [1, 7]
+
+
+def test_an_unexplained_failure_fails_all_and_repeated_ones_end_the_worker() -> None:
+    pipelines = [RunningPipeline() for _ in range(gw.MAX_FAILED_STEPS)]
+    conn = Connection()
+    worker = gw.Worker(pipelines[0], conn, rebuild=lambda: pipelines.pop(0))
+    pipelines.pop(0)
     for attempt in range(gw.MAX_FAILED_STEPS):
-        worker._add(attempt, [1], {"max_new_tokens": 1}, [], False)
+        worker._add(attempt, [1], {"max_new_tokens": 9}, [], False)
+        worker._step()  # a good step: the request is no longer new
+        worker._pipeline.step_fails = True
         if attempt < gw.MAX_FAILED_STEPS - 1:
             worker._step()
-            assert updates(conn)[attempt][5] == "generation failed: RuntimeError"
-            assert pipeline.handles[attempt].cancelled
+            assert updates(conn)[attempt][5] == gw.STEP_FAILED  # no suspect: every active request fails
+            assert not worker._active
     with pytest.raises(SystemExit) as exit_info:
         worker._step()
     assert exit_info.value.code == gw.EXIT_PIPELINE_BROKEN
+
+
+def test_without_a_rebuild_a_failed_step_ends_the_worker() -> None:
+    conn = Connection()
+    worker = gw.Worker(Pipeline(step_fails=True), conn)
+    worker._add(0, [1], {"max_new_tokens": 1}, [], False)
+    with pytest.raises(SystemExit) as exit_info:
+        worker._step()
+    assert exit_info.value.code == gw.EXIT_PIPELINE_BROKEN
+    assert updates(conn)[0][5] == gw.STEP_FAILED

@@ -1,0 +1,87 @@
+"""GenerationEngine with its real worker process on tiny-chat: admission is bounded (429 at once), and a
+worker that stops answering while requests are open is killed, its streams end with an error and the
+engine reports itself broken (so the manager reloads the version)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openvino_genai")
+
+from server.errors import Overloaded  # noqa: E402
+from server.pipelines.generation import GenerationEngine  # noqa: E402
+from server.repository.config import ModelConfig  # noqa: E402
+
+MODEL = Path(os.environ.get("OVMS_TEST_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "test-models")) / "tiny-chat" / "1"
+LONG = {"max_new_tokens": 100000, "ignore_eos": True}
+
+pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="tiny-chat test model not built")
+
+
+def engine(**settings: object) -> GenerationEngine:
+    task_settings = {"max_num_seqs": 1, "max_num_batched_tokens": 256, "cache_size": 0,
+                     "enable_prefix_caching": False, "dynamic_split_fuse": True,
+                     "max_queued_requests": 1, "stall_timeout_s": 120.0, **settings}
+    config = ModelConfig(task="text_generation", version_policy={}, task_settings=task_settings)
+    return GenerationEngine(MODEL, config, "chat", "1")
+
+
+def test_a_full_queue_is_refused_at_once() -> None:
+    subject = engine(max_num_seqs=1, max_queued_requests=1)
+
+    async def scenario() -> None:
+        running, waiting, refused = (subject.generate([1, 2, 3], LONG) for _ in range(3))
+        await asyncio.wait_for(anext(running), 30)  # in the batch
+        queued = asyncio.ensure_future(anext(waiting))  # waits for the only sequence slot
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="queue is full"):
+            await anext(refused)
+        with pytest.raises(Overloaded):  # what a streaming caller asks before it sends headers
+            subject.admit()
+        await running.aclose()  # a slot frees up: the waiting request runs, and admission reopens
+        await asyncio.wait_for(queued, 30)
+        subject.admit()  # one slot free again
+        again = subject.generate([1, 2], {"max_new_tokens": 2, "ignore_eos": True})
+        assert [u async for u in again][-1].finish_reason == "length"
+        await waiting.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subject.close()
+
+
+def test_a_stopped_worker_is_killed_and_its_streams_end_with_an_error() -> None:
+    subject = engine(stall_timeout_s=1.0)
+    pid = subject._process.pid
+
+    async def scenario() -> list:
+        stream = subject.generate([1, 2, 3], LONG)
+        await asyncio.wait_for(anext(stream), 30)
+        os.kill(pid, signal.SIGSTOP)
+        last = await asyncio.wait_for(_last(stream), 10)  # ends: no hang
+        return last
+
+    try:
+        last = asyncio.run(scenario())
+        assert last.error and "stopped responding" in last.error
+        assert subject.broken and "stopped responding" in subject.broken
+        subject._process.wait(10)  # SIGKILLed, although stopped
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        subject.close()
+
+
+async def _last(stream):
+    last = None
+    async for update in stream:
+        last = update
+    return last
