@@ -32,7 +32,8 @@ async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResp
         structlog.contextvars.bind_contextvars(model=instance.model_id, version=instance.version)  # for failures
         model = instance.model
         # Chat templates and tokenization of a long prompt take seconds: not on the event loop.
-        plan = await asyncio.to_thread(planner, body["model"], model, body, request.app.ctx.settings.limits)
+        plan = await asyncio.get_running_loop().run_in_executor(
+            model.preparation, planner, body["model"], model, body, request.app.ctx.settings.limits)
         deadline = deadline_for(request, instance)
         if body.get("stream"):
             await stream_events(request, stream_within(deadline, generation.run_stream(model, plan)))

@@ -10,6 +10,7 @@ import openvino_genai as ov_genai
 
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import MicroBatcher
+from server.pipelines.tokenizers import SharedTokenizer
 from server.repository.config import ModelConfig
 
 POOLING = {
@@ -59,7 +60,7 @@ class TextEmbedder:
         self._path = path
         self._vocabulary: list[str] | None = None
         self.pipeline = embedding_pipeline(path, config, pooling=pooling, normalize=normalize, max_length=max_length)
-        self.tokenizer = ov_genai.Tokenizer(str(path))
+        self.tokenizer = SharedTokenizer(path)  # request threads share it
         # A first call compiles the shapes and tells the dimension; a broken IR fails here, at load time.
         self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
         self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # used by the batch thread only

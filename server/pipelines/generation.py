@@ -29,6 +29,7 @@ import structlog
 from server import metrics
 from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
+from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
 from server.repository.config import ModelConfig
 
 log = structlog.get_logger("server.generation")
@@ -279,7 +280,8 @@ class GenerationModel:
         self.metadata = metadata
         self.settings = config.task_settings
         self.context_length = context_length(path, self.settings)
-        self.tokenizer = ov_genai.Tokenizer(str(path))
+        self.tokenizer = SharedTokenizer(path)  # the preparation thread and the event loop share it
+        self.preparation = preparation_thread(f"{model_id}:{path.name}")  # prompts: templating, tokenizing
         self.engine = GenerationEngine(path, config, model_id, path.name)
         self.eos_token_id: int = self.engine.defaults["eos_token_id"]
         self.stop_token_ids: list[int] = self.engine.defaults["stop_token_ids"]
@@ -290,4 +292,5 @@ class GenerationModel:
 
     def close(self) -> None:
         self.engine.close()
+        self.preparation.shutdown(wait=True)
         self.tokenizer = None

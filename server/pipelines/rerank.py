@@ -13,6 +13,7 @@ from server.pipelines import ir
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
+from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
 from server.repository.config import ModelConfig
 
 Pair = tuple[str, str]
@@ -70,7 +71,7 @@ class CrossEncoderScorer:
             raise ValueError("a cross-encoder needs an input_ids input")
         self._compiled = ir.core().compile_model(model, config.device, dict(config.plugin_config))
         self._request = self._compiled.create_infer_request()  # used by the batch thread only
-        self.tokenizer = ov_genai.Tokenizer(str(path))  # request preparation (token counts), off the event loop
+        self.tokenizer = SharedTokenizer(path)  # request preparation (token counts), off the event loop
         self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # batch thread
         framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
         bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
@@ -149,6 +150,7 @@ class RerankModel:
         self.max_length = self.settings["max_length"]
         scorer_class = CosineScorer if self.settings["scoring"] == "embeddings_cosine" else CrossEncoderScorer
         self.scorer = scorer_class(path, config, self.settings, f"{model_id}:{path.name}")
+        self.preparation = preparation_thread(f"{model_id}:{path.name}")  # token counts and chunking
 
     def document_budget(self, query_tokens: int) -> int:
         """Most tokens of a document chunk that fit the model's window next to this query."""
@@ -167,4 +169,5 @@ class RerankModel:
         return await self.scorer.score(query, texts)
 
     def close(self) -> None:
+        self.preparation.shutdown(wait=True)
         self.scorer.close()

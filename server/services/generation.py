@@ -325,7 +325,8 @@ async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
             choice.finish_reason = update.finish_reason
     if plan.logprobs is None:
         return _unary_body(model, plan, choices)
-    return await asyncio.to_thread(_unary_body, model, plan, choices)  # one decode per token: keep it off the loop
+    # one decode per token: off the loop, on the model's own preparation thread
+    return await asyncio.get_running_loop().run_in_executor(model.preparation, _unary_body, model, plan, choices)
 
 
 def _unary_body(model: GenerationModel, plan: GenerationPlan, choices: list[_Choice]) -> dict:

@@ -95,7 +95,7 @@ def _failed_input(failed: ItemFailed, chunks: list[list[str]]) -> BadRequest:
 
 
 async def rerank(model: RerankModel, body: dict) -> list[tuple[int, float]]:
-    chunks = await asyncio.to_thread(prepare, model, body)
+    chunks = await asyncio.get_running_loop().run_in_executor(getattr(model, "preparation", None), prepare, model, body)
     flat = [piece for pieces in chunks for piece in pieces]
     try:
         scores = await model.score(body["query"], flat)

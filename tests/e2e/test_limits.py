@@ -326,3 +326,27 @@ def test_unary_generation_running_past_sixty_seconds_completes(server: ServerPro
     assert elapsed > 60
     choices = response.json()["choices"]
     assert len(choices) == 16 and {c["finish_reason"] for c in choices} == {"length"}
+
+
+def test_concurrent_prompt_preparation_never_deadlocks(models: Path, tmp_path: Path) -> None:
+    """Prompts are templated and tokenized on worker threads; two threads inside one openvino_genai
+    Tokenizer deadlocked the whole server (a fresh server's first burst of 8 chats hung about 1 time in 3).
+    Eight fresh servers' first bursts must all finish."""
+    copy_model(models / "tiny-chat", tmp_path / "repository" / CHAT)
+    for attempt in range(8):
+        fresh = ServerProcess(tmp_path / "repository", tmp_path / f"server{attempt}.log").start()
+        start = threading.Barrier(8)
+
+        def chat(i: int) -> int:
+            start.wait(timeout=30)
+            body = {"model": CHAT, "messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 20,
+                    "stream": True}
+            with requests.post(fresh.url("/v3/chat/completions"), json=body, stream=True, timeout=20) as response:
+                assert b"[DONE]" in response.content
+                return response.status_code
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                assert list(pool.map(chat, range(8))) == [200] * 8, f"attempt {attempt}"
+        finally:
+            fresh.stop()
