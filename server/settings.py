@@ -15,6 +15,8 @@ class Limits:
     max_json_depth: int = 64
     max_list_items: int = 4096  # any JSON array in a request body (messages, inputs, documents, ...)
     max_string_chars: int = 1_000_000  # any JSON string in a request body
+    max_key_chars: int = 256  # any object key
+    max_total_values: int = 300_000  # every value in a body together (OpenAI: 300,000 tokens per embeddings call)
     max_stop_chars: int = 256  # one stop string
     max_schema_bytes: int = 32 * 1024  # response_format.json_schema.schema, serialized
     max_schema_depth: int = 16  # nesting of that schema's sub-schemas

@@ -17,10 +17,15 @@ from server.errors import BadRequest
 from server.settings import Limits
 
 
+PART_CHARS = 64  # a path part longer than this is cut: an error never echoes a huge key
+
+
 def field_path(path: Any) -> str | None:
     """A JSON path as OpenAI names params: messages[0].content."""
     text = ""
     for part in path:
+        if isinstance(part, str) and len(part) > PART_CHARS:
+            part = part[:PART_CHARS] + "..."
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or None
 
@@ -73,8 +78,13 @@ def _check_string(text: str, path: list, limits: Limits) -> None:
 def check_bounds(body: dict, limits: Limits) -> None:
     """Depth, list lengths and strings of a parsed body, walked iteratively (no recursion)."""
     stack: list[tuple[Any, list, int]] = [(body, [], 1)]
+    values = 0
     while stack:
         value, path, depth = stack.pop()
+        values += 1
+        if values > limits.max_total_values:
+            raise BadRequest(f"The request body holds more than {limits.max_total_values} values",
+                             code="too_many_values")
         if isinstance(value, str):
             _check_string(value, path, limits)
             continue
@@ -92,5 +102,8 @@ def check_bounds(body: dict, limits: Limits) -> None:
             stack.extend((item, [*path, index], depth + 1) for index, item in enumerate(value))
         else:
             for key, item in value.items():
+                if len(key) > limits.max_key_chars:
+                    raise BadRequest(f"'{field_path(path) or 'the body'}' has a key of {len(key)} characters; keys "
+                                     f"have at most {limits.max_key_chars}", param=field_path(path), code="key_too_long")
                 _check_string(key, [*path, key], limits)
                 stack.append((item, [*path, key], depth + 1))

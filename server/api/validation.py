@@ -70,7 +70,7 @@ def validate_parsed(body: dict[str, Any], path: str, schema_name: str) -> dict[s
         raise BadRequest(_message(error, param), param=param)
     unknown = sorted(set(body) - set(validator.schema["properties"]) - set(unsupported))
     if unknown:
-        log.info("unknown_fields_ignored", path=path, fields=unknown[:20])
+        log.info("unknown_fields_ignored", path=path, fields=[field[:64] for field in unknown[:20]])
     return body
 
 

@@ -95,6 +95,7 @@ class GenerationEngine:
         # A worker that sends nothing this long while requests are open is stuck (stopped, deadlocked).
         self._stall_timeout = float(settings.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
         self._last_heard = 0.0  # loop time of the worker's last message, or of the first open request
+        self._rebuilding = False  # the worker said it is rebuilding its pipeline (see generation_worker.py)
         self._stall_timer: asyncio.TimerHandle | None = None
         # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
         # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
@@ -189,8 +190,9 @@ class GenerationEngine:
         if self._dead or not self._queues:
             return
         silent = self._loop.time() - self._last_heard
-        if silent < self._stall_timeout:  # heard meanwhile: one timer per period, not one per message
-            self._stall_timer = self._loop.call_later(self._stall_timeout - silent, self._check_stall)
+        allowed = WORKER_START_TIMEOUT_S if self._rebuilding else self._stall_timeout
+        if silent < allowed:  # heard meanwhile: one timer per period, not one per message
+            self._stall_timer = self._loop.call_later(allowed - silent, self._check_stall)
             return
         self._dead = self._broken = f"the generation worker stopped responding for {silent:.0f} s"
         log.error("generation_worker_stalled", model=self._name, pid=self._process.pid, silent_s=round(silent, 1),
@@ -203,7 +205,8 @@ class GenerationEngine:
         self._last_heard = self._loop.time()
         try:
             while self._conn.poll():
-                _, updates = self._conn.recv()
+                kind, updates = self._conn.recv()
+                self._rebuilding = kind == "rebuilding"  # a rebuild may be silent as long as a load
                 for request_id, text, token_ids, logprobs, finish, error in updates:
                     self._tokens_counter.inc(len(token_ids))
                     updates_queue = self._queues.get(request_id)

@@ -10,6 +10,7 @@ in a multiprocessing Connection (messages are tuples, pickled):
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids"}) | ("failed", message)   once, after the build
                     ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...])   per step
+                    (an empty list at most once a second is a heartbeat) | ("rebuilding", [])
 finish_reason is "stop" or "length" on a request's last update; error ends a request too.
 
 A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
@@ -29,6 +30,7 @@ import itertools
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -44,6 +46,7 @@ from server.pipelines.stops import StopStringFilter
 
 MAX_FAILED_STEPS = 3  # unexplained step() failures in a row (rebuilds between them) mean the model is broken
 EXIT_PIPELINE_BROKEN = 3
+HEARTBEAT_S = 1.0  # while busy, the server hears from the worker at least this often (between steps)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -116,6 +119,7 @@ class Worker:
         self._pipeline_ids = itertools.count()  # never repeats within one pipeline's life
         self._closing = False
         self._failed_steps = 0  # in a row
+        self._last_sent = time.monotonic()
 
     def run(self) -> None:
         while not self._closing:
@@ -158,8 +162,9 @@ class Worker:
     def _add(self, request_id: int, prompt_ids: list[int], params: dict, stops: list[str], include_stop: bool) -> None:
         try:
             handle = self._add_to_pipeline(prompt_ids, params)
-        except Exception as exc:
-            self._send([(request_id, "", [], [], None, f"the request was rejected: {type(exc).__name__}")])
+        except Exception:
+            _log_exception("generation_request_rejected", request=request_id)
+            self._send([(request_id, "", [], [], None, "the engine rejected this request")])
             return
         self._active[request_id] = _Request(request_id, handle, IncrementalDetokenizer(),
                                             StopStringFilter(stops, include_stop=include_stop),
@@ -184,11 +189,13 @@ class Worker:
             try:
                 outputs.append((request, self._read(request)))
             except Exception as exc:  # one request's output could not be read: fail it alone
-                errors += self._fail([request.request_id], f"generation failed: {type(exc).__name__}")
+                _log_exception("generation_read_failed", request=request.request_id)
+                errors += self._fail([request.request_id], STEP_FAILED)
         try:  # one batched detokenizer call for every request of this step
             texts = decode_steps(self._tokenizer.decode, [(r.text, out.finish is not None) for r, out in outputs])
         except Exception as exc:
-            errors += self._fail([r.request_id for r, _ in outputs], f"generation failed: {type(exc).__name__}")
+            _log_exception("generation_detokenize_failed", requests=len(outputs))
+            errors += self._fail([r.request_id for r, _ in outputs], STEP_FAILED)
             outputs, texts = [], []
         updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
         self._send([u for u in updates if u is not None] + errors)
@@ -211,6 +218,9 @@ class Worker:
         if self._failed_steps >= MAX_FAILED_STEPS or self._rebuild is None:
             self._send(errors)
             raise SystemExit(EXIT_PIPELINE_BROKEN)  # broken for good: the server reloads the version
+        self._send(errors)  # the failed requests need not wait for the rebuild
+        errors = []
+        self._send([], kind="rebuilding")  # a rebuild takes as long as a load: not a stall
         try:
             self._pipeline = None  # free the broken pipeline's KV cache before the new one allocates its own
             self._pipeline = self._rebuild()
@@ -283,11 +293,15 @@ class Worker:
             return None
         return (request.request_id, text, output.token_ids, output.logprobs, finish, output.error)
 
-    def _send(self, updates: list[tuple]) -> None:
-        if not updates:
+    def _send(self, updates: list[tuple], kind: str = "updates") -> None:
+        """Send updates; with nothing to say, a heartbeat at most once a second, so a long prefill (many
+        steps before a first token) is never mistaken for a stalled worker."""
+        now = time.monotonic()
+        if not updates and kind == "updates" and now - self._last_sent < HEARTBEAT_S:
             return
         try:
-            self._conn.send(("updates", updates))
+            self._conn.send((kind, updates))
+            self._last_sent = now
         except (BrokenPipeError, OSError):
             self._closing = True
 

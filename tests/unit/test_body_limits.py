@@ -68,3 +68,17 @@ def test_sampling_filters_without_temperature_sample_at_openais_default() -> Non
         assert params["do_sample"] is True and params["temperature"] == 1.0 and params[field] == value
     assert "do_sample" not in _sampling_params(model, {"temperature": 0, "top_p": 0.9}, 8, 0, False, None)
     assert "do_sample" not in _sampling_params(model, {}, 8, 0, False, None)
+
+
+def test_total_values_are_bounded() -> None:
+    raw = json.dumps({"input": [[1] * 1000] * 11}).encode()
+    assert error_of(raw, Limits(max_total_values=10_000)).code == "too_many_values"
+
+
+def test_huge_keys_are_refused_and_never_echoed() -> None:
+    key = "k" * 900_000
+    for body in ({key: 1}, {"a": {key: "\ud800"}}, {"messages": [{key: 1}]}):
+        error = error_of(json.dumps(body).encode())
+        assert len(error.message) < 300 and len(error.param or "") < 300
+    error = error_of(json.dumps({"a" * 200: "\ud800"}).encode())  # under the key limit: the path is cut
+    assert len(error.param) < 100

@@ -83,7 +83,7 @@ def test_a_request_that_fails_to_collect_fails_alone() -> None:
     worker._step()
     sent = updates(conn)
     assert sent[0][1:5] == ("x", [5], [0.0], "length")  # the healthy request still gets its final update
-    assert sent[1][5] == "generation failed: RuntimeError"
+    assert sent[1][5] == gw.STEP_FAILED  # no library class names
     assert pipeline.handles[1].cancelled  # its KV cache is freed
     assert not worker._active
 
@@ -168,3 +168,32 @@ def test_without_a_rebuild_a_failed_step_ends_the_worker() -> None:
         worker._step()
     assert exit_info.value.code == gw.EXIT_PIPELINE_BROKEN
     assert updates(conn)[0][5] == gw.STEP_FAILED
+
+
+def test_a_busy_worker_with_nothing_to_say_sends_a_heartbeat_at_most_once_a_second(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(gw.time, "monotonic", lambda: clock[0])
+    conn = Connection()
+    worker = gw.Worker(RunningPipeline(), conn)
+    worker._send([])
+    assert conn.sent == []  # just sent (at start): no heartbeat yet
+    clock[0] += gw.HEARTBEAT_S
+    worker._send([])
+    worker._send([])
+    assert conn.sent == [("updates", [])]
+
+
+def test_failed_requests_hear_before_the_rebuild_which_is_announced() -> None:
+    first, conn = RunningPipeline(), Connection()
+    order: list[str] = []
+
+    def rebuild() -> RunningPipeline:
+        order.append(f"rebuild after {[kind for kind, _ in conn.sent]}")
+        return RunningPipeline()
+
+    worker = gw.Worker(first, conn, rebuild=rebuild)
+    worker._add(1, [1], {"max_new_tokens": 5}, [], False)
+    first.step_fails = True
+    worker._step()
+    assert order == ["rebuild after ['updates', 'rebuilding']"]
+    assert conn.sent[0][1][0][5] == gw.STEP_FAILED
