@@ -74,6 +74,22 @@ class EngineUnavailable(RuntimeError):
     """The worker process is gone (crashed or closed); the message is safe to show."""
 
 
+class Reservation:
+    """Engine slots admitted for one request's sequences until each starts or the request ends."""
+
+    def __init__(self, engine: "GenerationEngine", sequences: int) -> None:
+        self._engine, self._left = engine, sequences
+
+    def take(self) -> None:
+        if self._left:
+            self._left -= 1
+            self._engine._reserved -= 1
+
+    def release(self) -> None:
+        self._engine._reserved -= self._left
+        self._left = 0
+
+
 class GenerationEngine:
     """Blocking constructor (spawns the worker and waits until its pipeline is built); the rest runs
     on the event loop, except close(). Messages to the worker go through a writer thread, so a full
@@ -96,6 +112,7 @@ class GenerationEngine:
         self._stall_timeout = float(settings.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
         self._last_heard = 0.0  # loop time of the worker's last message, or of the first open request
         self._rebuilding = False  # the worker said it is rebuilding its pipeline (see generation_worker.py)
+        self._reserved = 0  # admitted slots whose sequences have not started yet
         self._stall_timer: asyncio.TimerHandle | None = None
         # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
         # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
@@ -141,10 +158,13 @@ class GenerationEngine:
     # ------------------------------------------------------------ event-loop side
 
     async def generate(self, prompt_ids: list[int], params: dict, *, stop: list[str] | None = None,
-                       include_stop: bool = False) -> AsyncIterator[TokenUpdate]:
-        """Stream the updates of one sequence. Closing the iterator early (client gone) cancels the request."""
+                       include_stop: bool = False, reservation: "Reservation | None" = None) -> AsyncIterator[TokenUpdate]:
+        """Stream the updates of one sequence, in a slot `reservation` holds (else admitted now). Closing
+        the iterator early (client gone) cancels the request."""
         self._attach()
-        self.admit()
+        if self._dead:
+            raise EngineUnavailable(self._dead)
+        (reservation or self.admit()).take()
         self._arm_stall_timer()
         request_id = next(self._ids)
         updates: asyncio.Queue = asyncio.Queue()
@@ -163,15 +183,17 @@ class GenerationEngine:
                     self._outbox.put(("cancel", request_id))
                 self._active_gauge.set(len(self._queues))
 
-    def admit(self, sequences: int = 1) -> None:
-        """Raise now if `sequences` more requests cannot join: EngineUnavailable when the worker is gone,
-        Overloaded (429) beyond max_num_seqs + max_queued_requests open requests. generate() checks it for
-        its own request; a caller that starts a streamed response first can call it before the headers go
-        out (and for all n choices at once)."""
+    def admit(self, sequences: int = 1) -> "Reservation":
+        """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, Overloaded (429)
+        beyond max_num_seqs + max_queued_requests. A request reserves all its n choices before its
+        response starts, so a refusal still gets its status code and no other request can take the
+        slots in between; each generate() takes one, and release() frees what was not taken."""
         if self._dead:
             raise EngineUnavailable(self._dead)
-        if len(self._queues) + sequences > self._capacity:
+        if len(self._queues) + self._reserved + sequences > self._capacity:
             raise Overloaded(f"The generation queue is full ({self._capacity} requests); retry later")
+        self._reserved += sequences
+        return Reservation(self, sequences)
 
     def _attach(self) -> None:
         if self._loop is None:

@@ -8,6 +8,7 @@ produce OpenAI-shaped response bodies and stream chunks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any, AsyncIterator
 import structlog
 
 from server.errors import BadRequest, EngineFailure, ModelNotReady, ServerError, Unsupported
-from server.pipelines.generation import EngineUnavailable, GenerationModel, TokenUpdate
+from server.pipelines.generation import EngineUnavailable, GenerationModel, Reservation, TokenUpdate
 from server.pipelines.sampling import build_config
 from server.services.structured_output import check_json_schema
 from server.settings import Limits
@@ -219,34 +220,36 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: 
 # ----------------------------------------------------------------------------- running
 
 
-def _admit(model: GenerationModel, plan: GenerationPlan) -> None:
-    """Refuse now, before any response is started, when the engine cannot take all n choices."""
+def _admit(model: GenerationModel, plan: GenerationPlan) -> Reservation:
+    """Reserve all n choices' slots now, before any response starts, or refuse."""
     try:
-        model.engine.admit(len(plan.configs))
+        return model.engine.admit(len(plan.configs))
     except EngineUnavailable as exc:
         raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
 
 
-async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: dict) -> AsyncIterator[TokenUpdate]:
+async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: dict,
+                          reservation: Reservation) -> AsyncIterator[TokenUpdate]:
     try:
         async for update in model.engine.generate(plan.prompt_ids, params, stop=plan.stop,
-                                                  include_stop=plan.include_stop):
+                                                  include_stop=plan.include_stop, reservation=reservation):
             yield update
     except EngineUnavailable as exc:
         raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
 
 
-async def _merged(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[tuple[int, TokenUpdate]]:
+async def _merged(model: GenerationModel, plan: GenerationPlan,
+                  reservation: Reservation) -> AsyncIterator[tuple[int, TokenUpdate]]:
     """Updates of all n choices as they come; leaving early cancels every choice."""
     if len(plan.configs) == 1:
-        async for update in _choice_updates(model, plan, plan.configs[0]):
+        async for update in _choice_updates(model, plan, plan.configs[0], reservation):
             yield 0, update
         return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(index: int, params: dict) -> None:
         try:
-            async for update in _choice_updates(model, plan, params):
+            async for update in _choice_updates(model, plan, params, reservation):
                 await queue.put((index, update))
         except ServerError as exc:  # refused (queue full, worker gone): the whole request fails with it
             await queue.put((index, exc))
@@ -312,21 +315,34 @@ def _raise_engine_error(plan: GenerationPlan, error: str) -> None:
 
 
 async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
-    _admit(model, plan)
-    choices = [_Choice() for _ in plan.configs]
-    async for index, update in _merged(model, plan):
-        if update.error:
-            _raise_engine_error(plan, update.error)
-        choice = choices[index]
-        choice.text.append(update.text)
-        choice.token_ids.extend(update.token_ids)
-        choice.logprobs.extend(update.logprobs)
-        if update.finish_reason:
-            choice.finish_reason = update.finish_reason
+    reservation = _admit(model, plan)
+    try:
+        choices = await _collect(model, plan, reservation)
+    finally:
+        reservation.release()
     if plan.logprobs is None:
         return _unary_body(model, plan, choices)
     # one decode per token: off the loop, on the model's own preparation thread
     return await asyncio.get_running_loop().run_in_executor(model.preparation, _unary_body, model, plan, choices)
+
+
+async def _collect(model: GenerationModel, plan: GenerationPlan, reservation: Reservation) -> list["_Choice"]:
+    choices = [_Choice() for _ in plan.configs]
+    async with contextlib.aclosing(_merged(model, plan, reservation)) as updates:  # cancelled: closed at once
+        async for index, update in updates:
+            _apply(plan, choices, index, update)
+    return choices
+
+
+def _apply(plan: GenerationPlan, choices: list["_Choice"], index: int, update: TokenUpdate) -> None:
+    if update.error:
+        _raise_engine_error(plan, update.error)
+    choice = choices[index]
+    choice.text.append(update.text)
+    choice.token_ids.extend(update.token_ids)
+    choice.logprobs.extend(update.logprobs)
+    if update.finish_reason:
+        choice.finish_reason = update.finish_reason
 
 
 def _unary_body(model: GenerationModel, plan: GenerationPlan, choices: list[_Choice]) -> dict:
@@ -374,7 +390,16 @@ def _delta_choice(model: GenerationModel, plan: GenerationPlan, index: int, upda
 
 async def run_stream(model: GenerationModel, plan: GenerationPlan) -> AsyncIterator[dict]:
     """Chunks in OpenAI's order: role (chat) or echo (completions) first, deltas, finish, then usage."""
-    _admit(model, plan)  # before the first chunk: a refusal still gets its status code
+    reservation = _admit(model, plan)  # before the first chunk: a refusal still gets its status code
+    try:
+        async with contextlib.aclosing(_stream_chunks(model, plan, reservation)) as chunks:  # closing cancels
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        reservation.release()
+
+
+async def _stream_chunks(model: GenerationModel, plan: GenerationPlan, reservation: Reservation) -> AsyncIterator[dict]:
     for index in range(len(plan.configs)):
         if plan.kind == "chat":
             yield _chunk(plan, [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -383,7 +408,7 @@ async def run_stream(model: GenerationModel, plan: GenerationPlan) -> AsyncItera
             yield _chunk(plan, [{"index": index, "text": plan.prompt_text, "logprobs": None, "finish_reason": None}])
     completion_tokens = 0
     offsets = [len(plan.prompt_text) if plan.echo else 0] * len(plan.configs)
-    async for index, update in _merged(model, plan):
+    async for index, update in _merged(model, plan, reservation):
         if update.error:
             _raise_engine_error(plan, update.error)
         completion_tokens += len(update.token_ids)

@@ -45,7 +45,7 @@ def test_a_full_queue_is_refused_at_once() -> None:
             subject.admit()
         await running.aclose()  # a slot frees up: the waiting request runs, and admission reopens
         await asyncio.wait_for(queued, 30)
-        subject.admit()  # one slot free again
+        subject.admit().release()  # one slot free again (a reservation not used is given back)
         again = subject.generate([1, 2], {"max_new_tokens": 2, "ignore_eos": True})
         assert [u async for u in again][-1].finish_reason == "length"
         await waiting.aclose()
