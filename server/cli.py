@@ -58,6 +58,20 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,14 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", type=_positive, default=None, metavar="SECONDS",
                        help="deadline of one request; expired requests are cancelled and answered 504 "
                             "(default: none; config.json's request_timeout_s overrides it per model)")
-    serve.add_argument("--max-queued-requests", type=int, default=64,
+    serve.add_argument("--max-queued-requests", type=_count, default=64,
                        help="generation requests that may wait beyond max_num_seqs before 429 (default 64)")
-    serve.add_argument("--max-queued-items", type=int, default=8192,
+    serve.add_argument("--max-queued-items", type=_positive_count, default=8192,
                        help="embedding inputs or rerank pairs that may wait per model before 429 (default 8192)")
     serve.add_argument("--stall-timeout", type=_positive, default=120.0, metavar="SECONDS",
                        help="a generation worker silent this long with requests active is restarted (default 120)")
     for limit in dataclasses.fields(Limits):
-        serve.add_argument(f"--{limit.name.replace('_', '-')}", type=int, default=limit.default, dest=limit.name,
+        serve.add_argument(f"--{limit.name.replace('_', '-')}", type=_positive_count, default=limit.default, dest=limit.name,
                            help=f"request limit (default {limit.default}); see the README's Limits and errors")
     serve.set_defaults(run=_serve)
 

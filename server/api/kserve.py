@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import version as package_version
 
 from sanic import Blueprint, Request
@@ -78,7 +79,7 @@ def _index_entries(view: ModelView, ready_only: bool) -> list[dict]:
 
 @bp.post("/repository/index")
 async def repository_index(request: Request) -> HTTPResponse:
-    body = parse_json(request.body, request.app.ctx.settings.limits) if request.body else {}
+    body = await asyncio.to_thread(parse_json, request.body, request.app.ctx.settings.limits) if request.body else {}
     ready_only = body.get("ready", False)
     if not isinstance(ready_only, bool):  # Triton's repository extension: "ready" is a boolean
         raise BadRequest("'ready' must be a boolean", param="ready")

@@ -29,6 +29,7 @@ async def start_request(request: Request) -> None:
     request.ctx.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
     request.ctx.started = time.perf_counter()
     # Every log line of this request (its task, and threads it hands work to) carries its id.
+    structlog.contextvars.clear_contextvars()  # keep-alive: one task serves many requests
     structlog.contextvars.bind_contextvars(request_id=request.ctx.request_id)
 
 

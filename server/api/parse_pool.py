@@ -43,11 +43,14 @@ class ParsePool:
     async def parse(self, raw: bytes, limits: Limits) -> dict[str, Any]:
         if self._pool is None:
             self.start()
+        pool = self._pool
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, _parse, raw, limits)
-        except BrokenProcessPool:  # the helper died (killed, out of memory): start a new one
-            log.error("parse_process_died")
-            self._pool = None
+            result = await asyncio.get_running_loop().run_in_executor(pool, _parse, raw, limits)
+        except BrokenProcessPool:  # the helper died (killed, out of memory): the next call starts a new one
+            if self._pool is pool:  # not already replaced by a request that failed the same way
+                log.error("parse_process_died")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             raise ServerError("The request body could not be parsed; the error was logged") from None
         if result[0] == "bad":
             raise BadRequest(result[1], param=result[2], code=result[3])

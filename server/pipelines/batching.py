@@ -14,6 +14,7 @@ ItemFailed, naming the item), and co-batched requests still get their results.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 import structlog
 
 from server import metrics
-from server.errors import EngineFailure, Overloaded, PayloadTooLarge
+from server.errors import EngineFailure, ModelNotReady, Overloaded, PayloadTooLarge
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -75,6 +76,8 @@ class MicroBatcher(Generic[T, R]):
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: list[_Job] = []  # requests of the batch in the worker thread now
+        self._closed = False
 
     @property
     def queued_items(self) -> int:
@@ -89,6 +92,8 @@ class MicroBatcher(Generic[T, R]):
         ItemFailed when one of these items fails in the pipeline, EngineFailure on an engine bug."""
         if not items:
             return []
+        if self._closed:
+            raise ModelNotReady("This model version was unloaded; retry to reach the current one")
         if self._queued + len(items) > self._max_queued:  # refuse before allocating anything for it
             if len(items) > self._max_queued:
                 raise PayloadTooLarge(f"This request needs {len(items)} model inputs; this model queues at most "
@@ -98,7 +103,8 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         if self._worker is None:
             self._loop, self._wake = loop, asyncio.Event()
-            self._worker = loop.create_task(self._work())
+            # An empty context: the worker outlives the request that started it, so it must not log its id.
+            self._worker = loop.create_task(self._work(), context=contextvars.Context())
         job = _Job(items, loop.create_future())
         self._queue.append(job)
         self._queued += len(items)
@@ -149,6 +155,7 @@ class MicroBatcher(Generic[T, R]):
             if not batch:
                 continue
             self._batch_size.observe(len(batch))
+            self._running = [job for job, _ in batch]
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
             except Exception as exc:  # the isolation itself broke: never leave a caller waiting
@@ -172,6 +179,11 @@ class MicroBatcher(Generic[T, R]):
             job.done += len(indices)
             if job.done == len(job.items):
                 job.future.set_result(job.results)
+
+    def _stop(self) -> None:
+        self._worker.cancel()
+        for job in list(self._queue) + list(self._running):
+            self._fail(job, ModelNotReady("This model version was unloaded while the request waited; retry"))
 
     # ---- worker thread: only reads jobs' (immutable) items, never touches futures
 
@@ -232,7 +244,9 @@ class MicroBatcher(Generic[T, R]):
         return None
 
     def close(self) -> None:
-        """Called off the event loop when the model is released (no requests left)."""
+        """Called off the event loop when the model is released (no requests left, or the drain timed out:
+        whatever still waits then fails instead of hanging)."""
+        self._closed = True
         if self._worker is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._worker.cancel)
+            self._loop.call_soon_threadsafe(self._stop)
         self._executor.shutdown(wait=True)

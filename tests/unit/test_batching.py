@@ -255,3 +255,27 @@ async def test_token_ids_are_joined_off_the_event_loop() -> None:
     assert embedder.threads and embedder.threads[0] != threading.current_thread().name
     assert await embeddings_service.prepare_input(embedder, "text") == ["text"]
     embedder.batcher.close()
+
+
+async def test_closing_fails_waiting_and_running_requests_instead_of_leaving_them_hanging() -> None:
+    from server.errors import ModelNotReady
+
+    gate = Gate()
+
+    def run(items: list[str]) -> list[str]:
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=1, wait_s=0, name="t")
+    running = asyncio.create_task(batcher.submit(["a"]))
+    await gate.wait_started()
+    waiting = asyncio.create_task(batcher.submit(["b"]))
+    await asyncio.sleep(0)  # let it enqueue
+    closing = asyncio.create_task(asyncio.to_thread(batcher.close))  # a drain timeout: requests remain
+    for task in (running, waiting):
+        with pytest.raises(ModelNotReady):
+            await asyncio.wait_for(task, TIMEOUT)
+    with pytest.raises(ModelNotReady):
+        await batcher.submit(["c"])
+    gate.opened.set()
+    await asyncio.wait_for(closing, TIMEOUT)
