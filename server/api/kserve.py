@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from importlib.metadata import version as package_version
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from server.api.paths import parse_model_path
-from server.api.body import parse_json
-from server.errors import BadRequest, ModelNotReady, NotFound
+from server.api.validation import read_body
+from server.errors import ModelNotReady, NotFound
 from server.repository.manager import ModelView
 from server.repository.states import VersionState
 
@@ -79,10 +78,8 @@ def _index_entries(view: ModelView, ready_only: bool) -> list[dict]:
 
 @bp.post("/repository/index")
 async def repository_index(request: Request) -> HTTPResponse:
-    body = await asyncio.to_thread(parse_json, request.body, request.app.ctx.settings.limits) if request.body else {}
+    body = await read_body(request, "repository_index") if request.body else {}  # "ready": a boolean, as Triton's
     ready_only = body.get("ready", False)
-    if not isinstance(ready_only, bool):  # Triton's repository extension: "ready" is a boolean
-        raise BadRequest("'ready' must be a boolean", param="ready")
     return json([e for view in request.app.ctx.manager.describe_all() for e in _index_entries(view, ready_only)])
 
 

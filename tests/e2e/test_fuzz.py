@@ -23,7 +23,10 @@ ROUTES = {
     "/v3/completions": "completions",
     "/v3/embeddings": "embeddings",
     "/v3/rerank": "rerank",
+    "/v3/v1/rerank": "rerank",
     "/v3/v2/rerank": "rerank",
+    "/v3/v1/embeddings": "embeddings",
+    "/v2/repository/index": "repository_index",
     "/v3/v1/embed": "cohere_embed_v1",
     "/v3/v2/embed": "cohere_embed_v2",
 }
