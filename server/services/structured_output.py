@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+
+with warnings.catch_warnings():  # the parser re uses itself: the one way to see a pattern's structure
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import sre_parse
 from typing import Any, Iterator
 
 import jsonschema
@@ -29,8 +34,10 @@ _SCHEMA_VALUES = ("not", "if", "then", "else", "contains", "propertyNames")
 _MAY_BE_FALSE = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "additionalItems")
 _BOUNDS = (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"),
            ("minProperties", "maxProperties"))
-# xgrammar's regex converter rejects lookaround, backreferences, named groups and Unicode classes.
-_UNSUPPORTED_REGEX = re.compile(r"\(\?|\\[1-9]|\\[pPk]")
+# What xgrammar's regex converter was measured to reject, by parsed construct (not by text: `(?:...)`
+# and an escaped `\\(` compile fine).
+_LOOKAROUND = {sre_parse.ASSERT, sre_parse.ASSERT_NOT}
+_BACKREFERENCE = {sre_parse.GROUPREF, sre_parse.GROUPREF_EXISTS}
 
 
 def _bad(message: str) -> BadRequest:
@@ -73,16 +80,37 @@ def _check_bounds(schema: dict, where: str) -> None:
             raise _bad(f"{where}: no integer lies between the bounds")
 
 
+def _unsupported_construct(parsed: sre_parse.SubPattern) -> str | None:
+    if parsed.state.groupdict:
+        return "named groups"
+    if parsed.state.flags & ~(re.UNICODE | re.ASCII):
+        return "inline flags such as (?i)"
+    stack = [parsed]
+    while stack:
+        for op, value in stack.pop():
+            if op in _LOOKAROUND:
+                return "lookaround"
+            if op in _BACKREFERENCE:
+                return "backreferences"
+            if op is sre_parse.SUBPATTERN and (value[1] or value[2]):
+                return "inline flags such as (?i:...)"
+            for item in value if isinstance(value, (tuple, list)) else ():
+                if isinstance(item, sre_parse.SubPattern):
+                    stack.append(item)
+                elif isinstance(item, (tuple, list)):  # branches hold lists of sub-patterns
+                    stack.extend(sub for sub in item if isinstance(sub, sre_parse.SubPattern))
+    return None
+
+
 def _check_pattern(pattern: Any, where: str) -> None:
     if not isinstance(pattern, str):
         return
     try:
-        re.compile(pattern)
-    except re.error:
-        raise _bad(f"{where}: pattern is not a valid regular expression") from None
-    if _UNSUPPORTED_REGEX.search(pattern):
-        raise _bad(f"{where}: pattern uses lookaround, backreferences, named groups or \\p classes, which "
-                   "structured output does not support")
+        construct = _unsupported_construct(sre_parse.parse(pattern))
+    except (re.error, RecursionError, OverflowError):
+        raise _bad(f"{where}: pattern is not a valid regular expression (or uses \\p classes)") from None
+    if construct:
+        raise _bad(f"{where}: pattern uses {construct}, which structured output does not support")
 
 
 def _resolves(document: dict, ref: str) -> bool:

@@ -38,6 +38,11 @@ ACCEPTED = {
     "closed_tuple": {"type": "array", "prefixItems": [{"type": "integer"}], "items": False},
     "simple_pattern": {"type": "string", "pattern": "^[a-z]{2,4}$"},
     "nested_15": nested(14),
+    "non_capturing_group": {"type": "string", "pattern": "^(?:ab)+$"},
+    "escaped_parentheses": {"type": "string", "pattern": "^\\(?\\d{3}\\)?-\\d{4}$"},
+    "large_repetition": {"type": "string", "pattern": "^[a-z]{1,100000}$"},
+    "huge_max_length": {"type": "string", "maxLength": 1000000000},
+    "many_min_items": {"type": "array", "items": {"type": "integer"}, "minItems": 100000},
 }
 REFUSED = {
     "nonsense_type": {"type": "nonsense"},
@@ -45,6 +50,8 @@ REFUSED = {
     "lookahead": {"type": "string", "pattern": "^(?=a)a+$"},
     "backreference": {"type": "string", "pattern": "^(a)\\1$"},
     "unicode_class": {"type": "string", "pattern": "^\\p{L}+$"},
+    "named_group": {"type": "string", "pattern": "^(?P<x>a)$"},
+    "inline_flags": {"type": "string", "pattern": "(?i)abc"},
     "missing_ref": {"$ref": "#/$defs/nope"},
     "min_above_max": {"type": "integer", "minimum": 5, "maximum": 1},
     "no_integer_between": {"type": "integer", "minimum": 1.5, "maximum": 1.7},
