@@ -34,6 +34,7 @@ async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResp
         # Chat templates and tokenization of a long prompt take seconds: not on the event loop.
         plan = await asyncio.get_running_loop().run_in_executor(
             model.preparation, planner, body["model"], model, body, request.app.ctx.settings.limits)
+        await generation.check_structured_output(model, plan)
         deadline = deadline_for(request, instance)
         if body.get("stream"):
             await stream_events(request, stream_within(deadline, generation.run_stream(model, plan)))

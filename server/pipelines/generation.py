@@ -29,6 +29,7 @@ import structlog
 from server import metrics
 from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
+from server.pipelines.grammar_probe import GrammarProbe
 from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
 from server.repository.config import ModelConfig
 
@@ -310,6 +311,8 @@ class GenerationModel:
         self.engine = GenerationEngine(path, config, model_id, path.name)
         self.eos_token_id: int = self.engine.defaults["eos_token_id"]
         self.stop_token_ids: list[int] = self.engine.defaults["stop_token_ids"]
+        self.grammar_probe = (GrammarProbe(path, config, model_id, path.name, self.eos_token_id)
+                              if self.settings.get("schema_probe") else None)
 
     @property
     def broken(self) -> str | None:
@@ -317,5 +320,7 @@ class GenerationModel:
 
     def close(self) -> None:
         self.engine.close()
+        if self.grammar_probe is not None:
+            self.grammar_probe.close()
         self.preparation.shutdown(wait=True)
         self.tokenizer = None

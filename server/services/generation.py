@@ -25,6 +25,8 @@ from server.settings import Limits
 
 log = structlog.get_logger("server.generation")
 
+JSON_OBJECT = json.dumps({"type": "object"})  # json_object's schema: always compiles
+
 
 @dataclass
 class GenerationPlan:
@@ -111,7 +113,7 @@ def _json_schema(body: dict, limits: Limits) -> str | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return json.dumps({"type": "object"})
+        return JSON_OBJECT
     spec = response_format.get("json_schema")
     if not spec or "schema" not in spec:
         raise BadRequest("response_format of type json_schema needs json_schema.schema",
@@ -218,6 +220,17 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompt: 
 
 
 # ----------------------------------------------------------------------------- running
+
+
+async def check_structured_output(model: GenerationModel, plan: GenerationPlan) -> None:
+    """Compile a new json_schema on the model's probe before the request joins the serving batch."""
+    schema = plan.configs[0].get("json_schema")
+    if schema is None or schema == JSON_OBJECT or model.grammar_probe is None:
+        return
+    reason = await model.grammar_probe.check(schema)
+    if reason:
+        raise BadRequest(f"response_format.json_schema.schema: {reason}", param="response_format.json_schema",
+                         code="invalid_json_schema")
 
 
 def _admit(model: GenerationModel, plan: GenerationPlan) -> Reservation:
