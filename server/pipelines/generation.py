@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from multiprocessing.connection import Connection
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import openvino_genai as ov_genai
 import structlog
@@ -114,6 +114,7 @@ class GenerationEngine:
         self._last_heard = 0.0  # loop time of the worker's last message, or of the first open request
         self._rebuilding = False  # the worker said it is rebuilding its pipeline (see generation_worker.py)
         self._reserved = 0  # admitted slots whose sequences have not started yet
+        self.on_broken: Callable[[], None] | None = None  # called on the event loop when the worker dies or stalls
         self._stall_timer: asyncio.TimerHandle | None = None
         # A fresh interpreter (not fork: this process runs OpenVINO threads; not multiprocessing's spawn:
         # it re-imports the parent's __main__), talking over a socketpair it inherits as fd 3+.
@@ -223,6 +224,7 @@ class GenerationEngine:
         self._process.kill()  # SIGKILL works on a stopped process too; `broken` makes the manager reload
         self._loop.remove_reader(self._conn.fileno())
         self._fail_all(self._dead)
+        self._report_broken()
 
     def _on_readable(self) -> None:
         self._last_heard = self._loop.time()
@@ -249,6 +251,13 @@ class GenerationEngine:
             self._dead = self._broken = "the generation worker process stopped"
             log.error("generation_worker_gone", model=self._name, exit_code=self._process.poll())
         self._fail_all(self._dead)
+        if self._broken:
+            self._report_broken()
+
+    def _report_broken(self) -> None:
+        """Tell the owner (the model manager) at once, so status and readiness do not wait for a rescan."""
+        if self.on_broken is not None and not self._closed:
+            self.on_broken()
 
     def _fail_all(self, reason: str) -> None:
         """End every open request with an error (never leave a stream waiting for a worker that is gone)."""
@@ -317,6 +326,10 @@ class GenerationModel:
     @property
     def broken(self) -> str | None:
         return self.engine.broken
+
+    def watch(self, on_broken: Callable[[], None]) -> None:
+        """`on_broken` runs on the event loop as soon as the worker is found dead or stalled."""
+        self.engine.on_broken = on_broken
 
     def close(self) -> None:
         self.engine.close()

@@ -234,6 +234,7 @@ class ModelManager:
             if isinstance(result, Instance):
                 old = record.instances.get(number)
                 record.instances[number] = result
+                self._watch(result)
                 self._set_state(record, number, VersionState.AVAILABLE, "loaded")
                 if old is not None:
                     self._retire(record, old, "replaced by a fresh load of the same version", visible=False)
@@ -444,6 +445,18 @@ class ModelManager:
             raise ModelNotReady(f"The model '{model_id}' is not ready: {self._view(record).error or 'loading'}",
                                 param="model")
         return record.instances[max(record.instances)]
+
+    def _watch(self, instance: Instance) -> None:
+        """Pipelines that can break on their own (generation workers) report it at once: repaired now,
+        not at the next request or rescan."""
+        watch = getattr(instance.model, "watch", None)
+        if watch is not None:
+            watch(lambda: self._on_broken(instance.model_id))
+
+    def _on_broken(self, model_id: str) -> None:
+        record = self._models.get(model_id)
+        if record is not None:
+            self._repair_broken(record)
 
     def _repair_broken(self, record: ModelRecord) -> None:
         """Loaded pipelines that can no longer serve (a generation worker died) stop getting requests

@@ -23,17 +23,18 @@ REPLY = "Hello! I am a tiny test model."
 HI = [{"role": "user", "content": "hi"}]
 
 
-def start_server(models: Path, tmp_path: Path, settings: dict) -> ServerProcess:
+def start_server(models: Path, tmp_path: Path, settings: dict, *, rescan: float = 3.0) -> ServerProcess:
     staging = tmp_path / "source"
     shutil.copytree(models / "tiny-chat", staging)
     (staging / "config.json").write_text(json.dumps({"task": "text_generation", "text_generation": settings}))
     root = tmp_path / "repository"
     copy_model(staging, root / "chat")
-    return ServerProcess(root, tmp_path / "server.log").start()
+    return ServerProcess(root, tmp_path / "server.log", rescan=rescan).start()
 
 
 def test_a_stopped_worker_ends_its_streams_and_is_replaced(models: Path, tmp_path: Path) -> None:
-    server = start_server(models, tmp_path, {"stall_timeout_s": 3})
+    # No periodic rescan within the test: the replacement can only come from the engine telling the manager.
+    server = start_server(models, tmp_path, {"stall_timeout_s": 3}, rescan=600)
     stopped: list[int] = []
     try:
         client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
@@ -62,6 +63,7 @@ def test_a_stopped_worker_ends_its_streams_and_is_replaced(models: Path, tmp_pat
 
         wait_for(lambda: [p for p in server.worker_pids() if p != worker], timeout=60, what="a new worker")
         server.wait_states("chat", {"1": "AVAILABLE"})
+        assert server.log_events("model_version_broken")  # repaired on the engine's report, before any request
         assert client.chat.completions.create(model="chat", messages=HI).choices[0].message.content == REPLY
         assert server.log_events("generation_worker_stalled")
     finally:
