@@ -224,6 +224,9 @@ class MicroBatcher(Generic[T, R]):
             except Exception as exc:
                 failed = exc
         culprit = self._culprit(indexed, failed)
+        if culprit is not None and isinstance(culprit[1], _WrongCount):  # an engine bug, not a bad input
+            log.error("batch_result_count_mismatch", batcher=self._name, items=len(indices), detail=str(culprit[1]))
+            return EngineFailure("The model returned a wrong number of results; the error was logged")
         if culprit is None:  # every part succeeds alone: the failure depended on the company
             log.error("batch_failure_not_isolated", batcher=self._name, items=len(indices), error=repr(failed)[:500])
             return EngineFailure("The model failed to process the request; the error was logged")

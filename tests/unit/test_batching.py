@@ -279,3 +279,27 @@ async def test_closing_fails_waiting_and_running_requests_instead_of_leaving_the
         await batcher.submit(["c"])
     gate.opened.set()
     await asyncio.wait_for(closing, TIMEOUT)
+
+
+async def test_a_wrong_result_count_found_while_isolating_is_an_engine_failure_not_a_bad_input() -> None:
+    gate = Gate()
+
+    def run(items: list[str]) -> list[str]:
+        if items == ["hold"]:
+            gate.hold()
+        if len(items) > 1:
+            raise RuntimeError("a batch failure that sends the batcher looking for the culprit")
+        return [] if items == ["odd"] else items  # the engine answers "odd" with no result at all
+
+    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0, name="t")
+    first = asyncio.create_task(batcher.submit(["hold"]))
+    await gate.wait_started()
+    odd = asyncio.create_task(batcher.submit(["odd"]))
+    good = asyncio.create_task(batcher.submit(["good"]))
+    await asyncio.sleep(0)
+    gate.opened.set()
+    assert await asyncio.wait_for(first, TIMEOUT) == ["hold"]
+    assert await asyncio.wait_for(good, TIMEOUT) == ["good"]
+    with pytest.raises(EngineFailure):
+        await asyncio.wait_for(odd, TIMEOUT)
+    batcher.close()
