@@ -231,19 +231,33 @@ def active_generations(server: ServerProcess, model: str) -> float:
 
 
 def test_model_deadline_answers_504_and_cancels_the_engine_request(server: ServerProcess) -> None:
+    """The workers are paused (SIGSTOP) so that no request can finish before its 1 s deadline, however
+    fast tiny-chat runs (16 x 900 tokens once streamed in under a second)."""
+    import os
+    import signal
+
     model = "tiny-chat-deadline"  # config.json: request_timeout_s 1
     long = {"model": model, "messages": HI, "max_tokens": 900, "ignore_eos": True, "n": 16}
-    response = server.post("/v3/chat/completions", json=long)
-    body = assert_envelope("/v3/chat/completions", response, 504)
-    assert body["error"]["code"] == "request_timeout"
-    wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="engine requests cancelled")
-    # streaming: the deadline ends the stream with an error frame
-    with requests.post(server.url("/v3/chat/completions"), json={**long, "stream": True}, stream=True,
-                       timeout=60) as stream:
-        frames = [json.loads(line[6:]) for line in stream.iter_lines()
-                  if line.startswith(b"data: {")]
-    assert frames[-1]["error"]["code"] == "request_timeout"
-    wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="stream's engine requests cancelled")
+    workers = server.worker_pids()
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        response = server.post("/v3/chat/completions", json=long)
+        body = assert_envelope("/v3/chat/completions", response, 504)
+        assert body["error"]["code"] == "request_timeout"
+        wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="engine requests cancelled")
+        # streaming: the deadline ends the stream with an error frame
+        with requests.post(server.url("/v3/chat/completions"), json={**long, "stream": True}, stream=True,
+                           timeout=60) as stream:
+            frames = [json.loads(line[6:]) for line in stream.iter_lines()
+                      if line.startswith(b"data: {")]
+        assert frames[-1]["error"]["code"] == "request_timeout"
+        wait_for(lambda: active_generations(server, model) == 0, timeout=30, what="stream's requests cancelled")
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    answer = server.post("/v3/chat/completions", json={"model": model, "messages": HI, "max_tokens": 5})
+    assert answer.status_code == 200  # the deadline model still serves short requests
 
 
 # ------------------------------------------------------------------ 9. model ids
