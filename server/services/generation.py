@@ -238,7 +238,7 @@ def _admit(model: GenerationModel, plan: GenerationPlan) -> Reservation:
     try:
         return model.engine.admit(len(plan.configs))
     except EngineUnavailable as exc:
-        raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
+        raise _not_ready(plan, exc) from None
 
 
 async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: dict,
@@ -248,7 +248,11 @@ async def _choice_updates(model: GenerationModel, plan: GenerationPlan, params: 
                                                   include_stop=plan.include_stop, reservation=reservation):
             yield update
     except EngineUnavailable as exc:
-        raise ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}") from None
+        raise _not_ready(plan, exc) from None
+
+
+def _not_ready(plan: GenerationPlan, exc: EngineUnavailable) -> ModelNotReady:
+    return ModelNotReady(f"Model '{plan.model_id}' cannot generate now: {exc}")
 
 
 async def _merged(model: GenerationModel, plan: GenerationPlan,
