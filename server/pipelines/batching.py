@@ -59,6 +59,14 @@ class _Job:
         self.results = [None] * len(self.items)
 
 
+def _by_job(batch: list[tuple["_Job", int]]) -> dict["_Job", list[int]]:
+    """Each request of a batch with the positions of its items in it, in batch order."""
+    groups: dict[_Job, list[int]] = {}
+    for job, index in batch:
+        groups.setdefault(job, []).append(index)
+    return groups
+
+
 class MicroBatcher(Generic[T, R]):
     def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, wait_s: float,
                  name: str, max_queued_items: int = 8192,
@@ -164,10 +172,7 @@ class MicroBatcher(Generic[T, R]):
             self._settle(batch, outcomes)
 
     def _settle(self, batch: list[tuple[_Job, int]], outcomes: dict) -> None:
-        positions: dict[_Job, list[int]] = {}
-        for job, index in batch:
-            positions.setdefault(job, []).append(index)
-        for job, indices in positions.items():
+        for job, indices in _by_job(batch).items():
             outcome = outcomes[job]
             if isinstance(outcome, BaseException):
                 self._fail(job, outcome)
@@ -195,9 +200,7 @@ class MicroBatcher(Generic[T, R]):
 
     def _execute(self, batch: list[tuple[_Job, int]]) -> dict[_Job, list[R] | BaseException]:
         """Results per request of this batch (in the order its items appear), or the request's error."""
-        groups: dict[_Job, list[int]] = {}
-        for job, index in batch:
-            groups.setdefault(job, []).append(index)
+        groups = _by_job(batch)
         try:
             results = self._run([job.items[index] for job, index in batch])
         except _WrongCount as exc:
