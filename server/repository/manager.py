@@ -1,12 +1,18 @@
 """Model lifecycle: keeps the served model versions in step with repository snapshots.
 
-Rules (see README "Repository semantics"):
+Rules (see README "The model repository"):
 - one asyncio.Lock per model: changes to one model apply in order, models load in parallel;
 - load-then-swap: a new instance is fully loaded before the one it replaces is retired, and a
   retired instance drains its in-flight requests before it is released;
+- serving status and pending work are separate: a reload of a serving version is built aside (a
+  `pending` reason on the version) while its status stays AVAILABLE; status records are immutable
+  snapshots, so an overtaken load restores exactly what was there and a drain only ends the state it set;
 - a stamp per model: a load overtaken by a newer change of the same model is discarded;
 - a bad config or a failed load never takes down what is serving;
-- blocking OpenVINO work (compile, release, IR reads, scans) runs in a thread pool.
+- reads (resolve, describe) never change state; broken pipelines report themselves (watch) and the
+  periodic rescan double-checks;
+- blocking work runs on separate executors for scanning, loading and releasing, so one slow load
+  never delays a rescan or the release of a retired version's memory.
 """
 
 from __future__ import annotations
@@ -14,145 +20,90 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any, AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 import structlog
 
 from server import metrics
 from server.errors import BadRequest, Conflict, ModelNotFound, ModelNotReady
-from server.pipelines.base import LoadedModel, ModelLoader, ModelLoadError, ModelMetadata
+from server.pipelines.base import ModelLoader, ModelLoadError
 from server.repository import config as model_config
+from server.repository import scan as scanning
 from server.repository.policy import select_versions
-from server.repository.scan import ModelEntry, Snapshot, VersionEntry, diff, scan, scan_model
+from server.repository.records import (
+    Instance, ModelRecord, ModelView, VersionStatus, VersionView, validate_model_id, view_of,
+)
+from server.repository.scan import ModelEntry, Snapshot, VersionEntry, diff, scan
 from server.repository.states import ErrorCode, VersionState
+
+__all__ = ["Instance", "ModelManager", "ModelView", "VersionView", "validate_model_id"]
 
 log = structlog.get_logger("server.repository")
 
+_FROM_RECORD: Any = object()  # _converge's override default: whatever override the record holds
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one convergence did, for the explicit load call that asked for it."""
+
+    overtaken: bool = False
+    problem: str | None = None  # config or version selection rejected
+    failures: tuple[str, ...] = ()  # load errors of versions that were tried
+    loaded: tuple[int, ...] = ()
+
 
 @dataclass
-class VersionStatus:
-    """What the status APIs show for one version number."""
-
-    state: VersionState = VersionState.START
-    error_code: ErrorCode = ErrorCode.OK
-    error_message: str = ""
-    reason: str = ""
-    since: float = field(default_factory=time.monotonic)
-
-
-@dataclass(eq=False)
-class Instance:
-    """One loaded pipeline of one version; requests hold a lease on it while they run."""
-
-    model_id: str
-    version: int
-    model: LoadedModel
-    fingerprint: tuple
-    config: model_config.ModelConfig
-    created: int = field(default_factory=lambda: int(time.time()))
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+class _Executors:
+    scan: Executor
+    load: Executor
+    release: Executor
+    all: tuple[Executor, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.idle.set()
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def metadata(self) -> ModelMetadata:
-        return self.model.metadata
-
-
-@dataclass(eq=False)
-class ModelRecord:
-    model_id: str
-    path: Path
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    desired: ModelEntry | None = None  # newest entry seen on disk
-    stamp: int = 0  # bumped on every change; a load started under an older stamp is discarded
-    applied_stamp: int = 0
-    instances: dict[int, Instance] = field(default_factory=dict)  # versions that take requests
-    status: dict[int, VersionStatus] = field(default_factory=dict)
-    task: str | None = None
-    config_error: str | None = None  # config.json rejected while older settings keep serving
-    model_error: tuple[ErrorCode, str] | None = None  # nothing can be served, and why
-    unloaded_by_request: bool = False
-    explicit_busy: bool = False  # an explicit load/unload call is running
-
-
-@dataclass(frozen=True)
-class VersionView:
-    version: int
-    state: VersionState
-    error_code: str
-    error_message: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ModelView:
-    model_id: str
-    task: str | None
-    versions: tuple[VersionView, ...]
-    error: str | None
-
-    @property
-    def available_versions(self) -> list[int]:
-        return [v.version for v in self.versions if v.state is VersionState.AVAILABLE]
-
-
-MAX_MODEL_ID_CHARS = 256
-
-
-def validate_model_id(model_id: str) -> str:
-    """Reject ids that could leave the repository (.., absolute, backslashes, hidden parts), and ids too
-    long to be one (never echoed back: a 1 MB id must not come back in the error body)."""
-    if len(model_id) > MAX_MODEL_ID_CHARS:
-        raise BadRequest(f"The model id is {len(model_id)} characters long; ids have at most {MAX_MODEL_ID_CHARS}",
-                         param="model")
-    parts = PurePosixPath(model_id).parts
-    if (
-        not model_id
-        or model_id.startswith("/")
-        or "\\" in model_id
-        or "\x00" in model_id
-        or any(part in (".", "..") or part.startswith(".") for part in parts)
-    ):
-        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
-    return "/".join(parts)
+        self.all = (self.scan, self.load, self.release)
 
 
 class ModelManager:
     def __init__(self, root: Path, loader: ModelLoader, *, load_workers: int = 2) -> None:
         self.root = Path(root).resolve()
         self._loader = loader
-        self._executor = ThreadPoolExecutor(load_workers, thread_name_prefix="model-io")
+        self._executors = _Executors(
+            scan=ThreadPoolExecutor(1, thread_name_prefix="repository-scan"),
+            load=ThreadPoolExecutor(load_workers, thread_name_prefix="model-load"),
+            release=ThreadPoolExecutor(1, thread_name_prefix="model-release"),
+        )
         self._models: dict[str, ModelRecord] = {}
         self._snapshot: Snapshot | None = None
         self._scan_lock = asyncio.Lock()
+        self._explicit: set[str] = set()  # models with an explicit load/unload call running
         self._background: set[asyncio.Task] = set()
         self.ready = False  # the first scan's loads have finished
 
     # ---------------------------------------------------------------- repository changes
 
-    async def rescan(self, *, wait: bool = True) -> None:
+    async def rescan(self, *, wait: bool = True, unsettled: frozenset[Path] = frozenset()) -> None:
         """Scan the repository and apply every change. With wait, return once the resulting loads
-        finished; the watcher does not wait, so that a newer change can overtake a slow load."""
+        finished; the watcher does not wait, so that a newer change can overtake a slow load.
+        `unsettled`: paths still being written; their version folders and config.json keep their
+        previous state in this scan (see scan.hold_unsettled)."""
         async with self._scan_lock:
             for record in list(self._models.values()):
                 self._repair_broken(record)
-            snapshot = await self._blocking(scan, self.root)
+            snapshot = await self._run(self._executors.scan, scan, self.root)
+            if unsettled:
+                snapshot = scanning.hold_unsettled(snapshot, self._snapshot, unsettled)
             changes = diff(self._snapshot, snapshot)
+            previous_warnings = set(self._snapshot.warnings) if self._snapshot else set()
             self._snapshot = snapshot
             for warning in snapshot.warnings:
-                log.warning("repository_warning", message=warning)
+                if warning not in previous_warnings:  # each skipped link or odd name is logged once
+                    log.warning("repository_warning", message=warning)
             tasks = [self._schedule(model_id, snapshot.models.get(model_id)) for model_id in sorted(changes.changed)]
         if tasks and wait:
             await asyncio.gather(*tasks)
@@ -183,54 +134,58 @@ class ModelManager:
             except Exception:  # a bug here must not stop the watcher; the next change retries
                 log.exception("reconcile_failed", model=record.model_id)
 
-    async def _converge(self, record: ModelRecord, entry: ModelEntry | None, stamp: int, *, force: bool = False) -> None:
-        """Make what `record` serves match `entry`. Called with record.lock held."""
+    async def _converge(self, record: ModelRecord, entry: ModelEntry | None, stamp: int, *, force: bool = False,
+                        override: Any = _FROM_RECORD) -> Outcome:
+        """Make what `record` serves match `entry`. Called with record.lock held. `force` reloads every
+        selected version (explicit load); `override` is a config document used instead of config.json."""
         if entry is None:
             for instance in list(record.instances.values()):
                 self._retire(record, instance, "model folder removed", forget=True)
             if record.stamp == stamp:
                 self._models.pop(record.model_id, None)
                 log.info("model_removed", model=record.model_id)
-            return
+            return Outcome(problem="the model folder was removed")
         if record.unloaded_by_request and not force:
-            return  # pinned by an explicit unload until an explicit load
+            return Outcome(problem="unloaded by request")  # pinned until an explicit load
 
         for number in list(record.status):  # forget version folders that are gone and not serving
             if number not in entry.versions and number not in record.instances:
-                self._forget_status(record, number)
+                self._put_status(record, number, None)
 
-        config, problem = await self._resolve_config(entry)
+        if override is _FROM_RECORD:
+            override = record.config_override
+        config, problem = await self._resolve_config(entry, override)
+        if record.stamp != stamp:
+            return Outcome(overtaken=True)
         if problem is not None:
             self._retire_deleted_versions(record, entry)
             self._report_problem(record, entry, *problem)
-            return
-        record.task = config.task
-        record.config_error = None
-
+            return Outcome(problem=problem[1])
         targets = select_versions(config.version_policy, entry.versions)
         if not targets:
             self._retire_deleted_versions(record, entry)
             reason = "no version folders" if not entry.versions else "model_version_policy selects none of the version folders"
             self._report_problem(record, entry, ErrorCode.FAILED_PRECONDITION, reason)
-            return
+            return Outcome(problem=reason)
+        record.task = config.task
+        record.config_error = None
         record.model_error = None
 
         to_load = [v for v in targets if force or self._needs_load(record, entry.versions[v], config)]
-        previous = {v: record.status.get(v) for v in to_load}
-        for number in to_load:
-            self._set_state(record, number, VersionState.LOADING, "loading")
+        marks = self._mark_loading(record, to_load, "explicit load" if force else "files or settings changed")
         results = await asyncio.gather(*(self._load(record.model_id, entry.versions[v], config) for v in to_load))
 
-        if record.stamp != stamp:  # overtaken: the queued reconcile will load the newer files
+        if record.stamp != stamp:  # overtaken: the queued reconcile (or the unload) decides what serves
             for number, result in zip(to_load, results):
                 if isinstance(result, Instance):
                     self._spawn(self._release(result))
-                self._restore_status(record, number, previous[number])
+            self._unmark(record, marks)
             log.info("load_discarded", model=record.model_id, versions=to_load, reason="overtaken by a newer change")
-            return
+            return Outcome(overtaken=True)
 
-        failed = []
+        failed, failures = [], []
         for number, result in zip(to_load, results):
+            record.pending.pop(number, None)
             if isinstance(result, Instance):
                 old = record.instances.get(number)
                 record.instances[number] = result
@@ -240,11 +195,14 @@ class ModelManager:
                     self._retire(record, old, "replaced by a fresh load of the same version", visible=False)
             else:
                 failed.append(number)
+                failures.append(result.message)
                 self._record_load_failure(record, number, result)
-        # Instances whose settings changed only in model_version_policy keep serving with the new config.
-        for number in targets:
-            if number in record.instances and number not in to_load:
-                record.instances[number].config = config
+        if not (failures and force):  # a failed explicit load changes nothing else
+            record.config_override = override
+            # Instances whose settings changed only in model_version_policy keep serving with the new config.
+            for number in targets:
+                if number in record.instances and number not in to_load:
+                    record.instances[number].config = config
 
         self._retire_deleted_versions(record, entry)
         for number in sorted(record.instances):
@@ -257,6 +215,29 @@ class ModelManager:
                 )
                 continue
             self._retire(record, record.instances[number], f"retired by model_version_policy (serving {targets})")
+        return Outcome(failures=tuple(failures), loaded=tuple(n for n in to_load if n not in failed))
+
+    def _mark_loading(self, record: ModelRecord, numbers: list[int], why: str) -> dict[int, tuple]:
+        """Show the loads about to start: a serving version keeps its status and gets a pending reason;
+        any other goes LOADING. Returns what is needed to undo exactly this if the load is discarded."""
+        marks: dict[int, tuple] = {}
+        for number in numbers:
+            if number in record.instances:
+                record.pending[number] = pending = f"reloading ({why}); the loaded copy keeps serving"
+                marks[number] = ("pending", pending)
+            else:
+                before = record.status.get(number)
+                marks[number] = ("status", before, self._set_state(record, number, VersionState.LOADING, "loading"))
+        return marks
+
+    def _unmark(self, record: ModelRecord, marks: dict[int, tuple]) -> None:
+        """Undo _mark_loading, but only where nobody changed the state since (an unload, a drain)."""
+        for number, mark in marks.items():
+            if mark[0] == "pending":
+                if record.pending.get(number) is mark[1]:
+                    del record.pending[number]
+            elif record.status.get(number) is mark[2]:
+                self._put_status(record, number, mark[1])
 
     def _needs_load(self, record: ModelRecord, version: VersionEntry, config: model_config.ModelConfig) -> bool:
         instance = record.instances.get(version.version)
@@ -264,12 +245,17 @@ class ModelManager:
             return True
         return instance.fingerprint != version.fingerprint or instance.config.pipeline_hash != config.pipeline_hash
 
-    async def _resolve_config(self, entry: ModelEntry) -> tuple[Any, tuple[ErrorCode, str] | None]:
+    async def _resolve_config(self, entry: ModelEntry, override: dict | None) -> tuple[Any, tuple[ErrorCode, str] | None]:
+        if override is not None:
+            try:
+                return model_config.build(override), None
+            except model_config.ConfigError as exc:  # checked by load_model already; kept for safety
+                return None, (ErrorCode.INVALID_ARGUMENT, f"the config override is invalid: {exc}")
         if entry.config_raw is None:
             if not entry.versions:
                 return None, (ErrorCode.FAILED_PRECONDITION, "no config.json and no version folders")
             latest = max(entry.versions)
-            task = await self._blocking(self._loader.infer_task, entry.versions[latest].path)
+            task = await self._run(self._executors.scan, self._loader.infer_task, entry.versions[latest].path)
             if task is None:
                 return None, (
                     ErrorCode.FAILED_PRECONDITION,
@@ -311,7 +297,7 @@ class ModelManager:
     async def _load(self, model_id: str, version: VersionEntry, config: model_config.ModelConfig) -> Instance | ModelLoadError:
         started = time.monotonic()
         try:
-            loaded = await self._blocking(self._loader.load, version.path, config, model_id)
+            loaded = await self._run(self._executors.load, self._loader.load, version.path, config.pipeline, model_id)
         except ModelLoadError as exc:
             metrics.MODEL_LOADS.labels(model_id, "failure").inc()
             log.error("model_load_failed", model=model_id, version=version.version, error=exc.message,
@@ -327,11 +313,13 @@ class ModelManager:
 
     def _retire(self, record: ModelRecord, instance: Instance, reason: str, *, visible: bool = True,
                 forget: bool = False) -> asyncio.Task:
-        """Stop routing to `instance`, then drain and release it in the background."""
+        """Stop routing to `instance` now, then drain and release it in the background. The drain ends
+        only the UNLOADING status it set: if a reload of the version started meanwhile, that one's
+        status stands."""
         if record.instances.get(instance.version) is instance:
             del record.instances[instance.version]
-        if visible:
-            self._set_state(record, instance.version, VersionState.UNLOADING, reason)
+            record.pending.pop(instance.version, None)
+        unloading = self._set_state(record, instance.version, VersionState.UNLOADING, reason) if visible else None
 
         async def drain_and_release() -> None:
             timeout = instance.config.drain_timeout_s
@@ -341,9 +329,9 @@ class ModelManager:
                 log.warning("drain_timeout", model=record.model_id, version=instance.version,
                             inflight=instance.inflight, timeout_s=timeout)
             await self._release(instance)
-            if visible and instance.version not in record.instances:
+            if unloading is not None and record.status.get(instance.version) is unloading:
                 if forget:
-                    self._forget_status(record, instance.version)
+                    self._put_status(record, instance.version, None)
                 else:
                     self._set_state(record, instance.version, VersionState.END, reason)
 
@@ -355,7 +343,7 @@ class ModelManager:
             gc.collect()  # OpenVINO frees compiled models on destruction; make that happen now
 
         try:
-            await self._blocking(close)
+            await self._run(self._executors.release, close)
         except Exception:
             log.exception("model_release_failed", model=instance.model_id, version=instance.version)
         else:
@@ -363,58 +351,67 @@ class ModelManager:
 
     # ---------------------------------------------------------------- explicit load / unload
 
-    async def load_model(self, model_id: str) -> ModelView:
-        """Explicit (re)load from disk; lifts an explicit unload. One explicit call per model at a time."""
+    async def load_model(self, model_id: str, config: dict | None = None) -> ModelView:
+        """Explicit (re)load from disk, as Triton's repository extension: swaps in fresh instances of
+        every selected version or raises saying why not; lifts an explicit unload. `config` is a
+        config.json document used instead of the file (until the next explicit load without one)."""
         model_id = validate_model_id(model_id)
-        record = self._models.get(model_id)
-        if record is None:
-            record = self._models[model_id] = ModelRecord(model_id, self.root / model_id)
-        self._claim(record, "load")
+        override = _checked_override(config) if config is not None else None
+        self._claim(model_id, "load")
         try:
-            entry = await self._blocking(scan_model, self.root, model_id)
+            # The full scan, not the one folder: only what the watcher would serve can be loaded
+            # (a version folder such as `m/1` is not a model), and nothing is recorded for what is not.
+            snapshot = await self._run(self._executors.scan, scan, self.root)
+            entry = snapshot.models.get(model_id)
             if entry is None:
-                if record.desired is None and not record.instances:
-                    self._models.pop(model_id, None)
                 raise ModelNotFound(f"The model '{model_id}' does not exist in the repository", param="model")
+            record = self._models.get(model_id)
+            if record is None:
+                record = self._models[model_id] = ModelRecord(model_id, self.root / model_id)
             async with record.lock:
-                record.unloaded_by_request = False
+                if self._models.get(model_id) is not record:
+                    raise Conflict(f"failed to load '{model_id}': its folder was removed meanwhile", code="model_changed")
                 record.desired = entry
                 record.stamp += 1
                 record.applied_stamp = stamp = record.stamp
-                await self._converge(record, entry, stamp, force=True)
-            view = self._view(record)
-            if not view.available_versions:
-                raise BadRequest(f"failed to load '{model_id}': {view.error or 'no version became available'}")
-            return view
+                pinned = record.unloaded_by_request
+                record.unloaded_by_request = False
+                outcome = await self._converge(record, entry, stamp, force=True, override=override)
+                if outcome.problem is not None or outcome.failures:
+                    record.unloaded_by_request = pinned and not record.instances
+            if outcome.overtaken:
+                raise Conflict(
+                    f"failed to load '{model_id}': the model changed while it loaded (a newer change on disk "
+                    "or an unload); the newer change is applied, see the model's status", code="model_changed")
+            if outcome.problem is not None or outcome.failures:
+                why = outcome.problem or "; ".join(outcome.failures)
+                raise BadRequest(f"failed to load '{model_id}': {why}")
+            return view_of(record)
         finally:
-            record.explicit_busy = False
+            self._explicit.discard(model_id)
 
     async def unload_model(self, model_id: str) -> ModelView:
-        """Explicit unload: drains and releases every version; stays unloaded until load_model."""
-        model_id = validate_model_id(model_id)
-        record = self._models.get(model_id)
-        if record is None or record.desired is None:
-            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
-        self._claim(record, "unload")
+        """Explicit unload: stops routing to every version at once and returns; the versions drain
+        (UNLOADING) and are released (END) in the background. Stays unloaded until load_model."""
+        record = self._record(model_id)
+        self._claim(record.model_id, "unload")
         try:
-            async with record.lock:
-                record.unloaded_by_request = True
-                record.stamp += 1
-                record.applied_stamp = record.stamp
-                retiring = [self._retire(record, i, "unloaded by request") for i in list(record.instances.values())]
-            if retiring:
-                await asyncio.gather(*retiring)
-            return self._view(record)
+            record.unloaded_by_request = True
+            record.stamp += 1  # a load under way is discarded when it finishes
+            record.applied_stamp = record.stamp
+            for instance in list(record.instances.values()):
+                self._retire(record, instance, "unloaded by request")
+            return view_of(record)
         finally:
-            record.explicit_busy = False
+            self._explicit.discard(record.model_id)
 
-    def _claim(self, record: ModelRecord, action: str) -> None:
-        if record.explicit_busy:
+    def _claim(self, model_id: str, action: str) -> None:
+        if model_id in self._explicit:
             raise Conflict(
-                f"failed to {action} '{record.model_id}': another load or unload of this model is in progress",
+                f"failed to {action} '{model_id}': another load or unload of this model is in progress",
                 code="model_busy",
             )
-        record.explicit_busy = True
+        self._explicit.add(model_id)
 
     # ---------------------------------------------------------------- request routing
 
@@ -432,23 +429,32 @@ class ModelManager:
                 instance.idle.set()
 
     def resolve(self, model_id: str, version: int | None = None) -> Instance:
-        """The instance that serves a request: the given version, else the newest available one."""
+        """The instance that serves a request: the given version, else the newest available one.
+        A read: a broken pipeline is skipped here, and repaired by the manager when it reports itself."""
         record = self._record(model_id)
-        self._repair_broken(record)
+        serving = {n: i for n, i in record.instances.items() if not i.broken}
         if version is not None:
-            if version in record.instances:
-                return record.instances[version]
+            if version in serving:
+                return serving[version]
             if version in record.status:
                 raise ModelNotReady(f"Version {version} of model '{model_id}' is not available", param="model")
             raise ModelNotFound(f"The model '{model_id}' has no version {version}", param="model")
+        if not serving:
+            reason = view_of(record).error or ("reloading" if record.instances else "loading")
+            raise ModelNotReady(f"The model '{model_id}' is not ready: {reason}", param="model")
+        return serving[max(serving)]
+
+    def effective_config(self, model_id: str) -> dict:
+        """The config.json document (defaults filled in) of the newest serving version."""
+        record = self._record(model_id)
         if not record.instances:
-            raise ModelNotReady(f"The model '{model_id}' is not ready: {self._view(record).error or 'loading'}",
+            raise ModelNotReady(f"The model '{model_id}' has no serving version, so no configuration in effect",
                                 param="model")
-        return record.instances[max(record.instances)]
+        return record.instances[max(record.instances)].config.document()
 
     def _watch(self, instance: Instance) -> None:
         """Pipelines that can break on their own (generation workers) report it at once: repaired now,
-        not at the next request or rescan."""
+        not at the next rescan."""
         watch = getattr(instance.model, "watch", None)
         if watch is not None:
             watch(lambda: self._on_broken(instance.model_id))
@@ -459,14 +465,13 @@ class ModelManager:
             self._repair_broken(record)
 
     def _repair_broken(self, record: ModelRecord) -> None:
-        """Loaded pipelines that can no longer serve (a generation worker died) stop getting requests
-        and their version is loaded again, unless the model was unloaded on purpose. Checked when a
-        request resolves the model and at every rescan, so the status APIs catch up without traffic."""
-        broken = [i for i in record.instances.values() if getattr(i.model, "broken", None)]
+        """Loaded pipelines that can no longer serve stop getting requests and their version is loaded
+        again, unless the model was unloaded on purpose. Run when a pipeline reports itself broken and
+        at every rescan; never from a read."""
+        broken = [i for i in record.instances.values() if i.broken]
         for instance in broken:
-            reason = instance.model.broken
-            log.error("model_version_broken", model=record.model_id, version=instance.version, reason=reason)
-            self._retire(record, instance, f"{reason}; reloading")
+            log.error("model_version_broken", model=record.model_id, version=instance.version, reason=instance.broken)
+            self._retire(record, instance, f"{instance.broken}; reloading")
         if broken and record.desired is not None and not record.unloaded_by_request:
             self._schedule(record.model_id, record.desired)
 
@@ -483,52 +488,36 @@ class ModelManager:
         return [r for _, r in sorted(self._models.items()) if r.desired is not None]
 
     def describe(self, model_id: str) -> ModelView:
-        return self._view(self._record(model_id))
+        return view_of(self._record(model_id))
 
     def describe_all(self) -> list[ModelView]:
-        return [self._view(r) for r in self._visible()]
-
-    def _view(self, record: ModelRecord) -> ModelView:
-        versions = []
-        for number in sorted(record.status):
-            status = record.status[number]
-            code, message = status.error_code.value, status.error_message
-            if record.config_error and status.state is VersionState.AVAILABLE:
-                code = ErrorCode.INVALID_ARGUMENT.value
-                message = f"still serving the previous configuration; {record.config_error}"
-            versions.append(VersionView(number, status.state, code, message, status.reason))
-        error = record.model_error[1] if record.model_error else record.config_error
-        if record.unloaded_by_request and not error:
-            error = "unloaded by request"
-        return ModelView(record.model_id, record.task, tuple(versions), error)
+        return [view_of(r) for r in self._visible()]
 
     # ---------------------------------------------------------------- state bookkeeping
 
     def _set_state(self, record: ModelRecord, number: int, state: VersionState, reason: str, *,
-                   code: ErrorCode = ErrorCode.OK, message: str = "") -> None:
-        status = record.status.setdefault(number, VersionStatus())
-        now = time.monotonic()
-        log.info("model_version_transition", model=record.model_id, version=number, **{"from": status.state.value},
-                 to=state.value, reason=reason, error_code=code.value, duration_ms=round((now - status.since) * 1000, 1))
-        metrics.VERSION_STATE.labels(record.model_id, str(number), status.state.value).set(0)
-        metrics.VERSION_STATE.labels(record.model_id, str(number), state.value).set(1)
-        status.state, status.error_code, status.error_message, status.reason, status.since = state, code, message, reason, now
+                   code: ErrorCode = ErrorCode.OK, message: str = "") -> VersionStatus:
+        before = record.status.get(number) or VersionStatus()
+        status = VersionStatus(state, code, message, reason)
+        log.info("model_version_transition", model=record.model_id, version=number, **{"from": before.state.value},
+                 to=state.value, reason=reason, error_code=code.value,
+                 duration_ms=round((status.since - before.since) * 1000, 1))
+        self._put_status(record, number, status)
+        return status
 
-    def _restore_status(self, record: ModelRecord, number: int, previous: VersionStatus | None) -> None:
-        if previous is None:
-            record.status.pop(number, None)
-        else:
-            record.status[number] = previous
-
-    def _forget_status(self, record: ModelRecord, number: int) -> None:
-        status = record.status.pop(number, None)
+    def _put_status(self, record: ModelRecord, number: int, status: VersionStatus | None) -> None:
+        """Replace (or with None, forget) a version's status snapshot, keeping the state gauge in step."""
+        old = record.status.pop(number, None)
+        if old is not None:
+            metrics.VERSION_STATE.labels(record.model_id, str(number), old.state.value).set(0)
         if status is not None:
-            metrics.VERSION_STATE.labels(record.model_id, str(number), status.state.value).set(0)
+            record.status[number] = status
+            metrics.VERSION_STATE.labels(record.model_id, str(number), status.state.value).set(1)
 
     # ---------------------------------------------------------------- plumbing
 
-    async def _blocking(self, fn: Callable, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+    async def _run(self, executor: Executor, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -546,4 +535,16 @@ class ModelManager:
             for instance in list(record.instances.values()):
                 self._retire(record, instance, "server shutting down")
         await self.settle()
-        self._executor.shutdown(wait=True)
+        for executor in self._executors.all:
+            executor.shutdown(wait=True)
+
+
+def _checked_override(document: Any) -> dict:
+    """A config override must pass the same schema as config.json, before anything else happens."""
+    if not isinstance(document, dict):
+        raise BadRequest("parameters.config must be a JSON object (a config.json document)", param="parameters.config")
+    try:
+        model_config.build(document)
+    except model_config.ConfigError as exc:
+        raise BadRequest(f"parameters.config is not a valid config.json: {exc}", param="parameters.config") from None
+    return document
