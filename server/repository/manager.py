@@ -225,6 +225,7 @@ class ModelManager:
             if number in record.instances:
                 record.pending[number] = pending = f"reloading ({why}); the loaded copy keeps serving"
                 marks[number] = ("pending", pending)
+                log.info("model_version_reloading", model=record.model_id, version=number, reason=why)
             else:
                 before = record.status.get(number)
                 marks[number] = ("status", before, self._set_state(record, number, VersionState.LOADING, "loading"))
