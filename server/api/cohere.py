@@ -52,13 +52,13 @@ async def _embed(request: Request, schema: str, route: str):
     async with manager.lease(model_id) as instance:
         check_task(instance, "embeddings", route)
         model = instance.model
-        truncate = model.settings["truncate"] if body.get("truncate") is None else body["truncate"] == "END"
+        truncate = model.settings.truncate if body.get("truncate") is None else body["truncate"] == "END"
         _check_max_tokens(body, model.embedder.max_length)
         vectors, tokens = await within(deadline_for(request, instance), embeddings.embed(
             model.embedder, body["texts"], truncate=truncate, param="texts"))
         dimension = body.get("output_dimension")
         vectors = embeddings.resize(vectors, dimension, model.embedder.dimension,
-                                    normalize=model.settings["normalize"], param="output_dimension")
+                                    normalize=model.settings.normalize, param="output_dimension")
     return body, vectors, tokens
 
 

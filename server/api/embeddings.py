@@ -26,9 +26,9 @@ async def create_embeddings(request: Request) -> HTTPResponse:
         embedder = model.embedder
         texts = await embeddings.prepare_input(embedder, body["input"])
         vectors, tokens = await within(deadline_for(request, instance), embeddings.embed(
-            embedder, texts, truncate=model.settings["truncate"], param="input"))
+            embedder, texts, truncate=model.settings.truncate, param="input"))
         vectors = embeddings.resize(vectors, body.get("dimensions"), embedder.dimension,
-                                    normalize=model.settings["normalize"], param="dimensions")
+                                    normalize=model.settings.normalize, param="dimensions")
         return json(embeddings.openai_response(body["model"], vectors, tokens, body.get("encoding_format") or "float"))
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from server.repository.config import ModelConfig
+from server.pipelines.settings import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ class ModelLoadError(Exception):
 
 
 class ModelLoader(Protocol):
-    def load(self, version_path: Path, config: ModelConfig, model_id: str) -> LoadedModel:
-        """Blocking: build the pipeline for one version folder of model `model_id`. Raises ModelLoadError."""
+    def load(self, version_path: Path, spec: PipelineSpec, model_id: str) -> LoadedModel:
+        """Blocking: build the pipeline `spec` describes for one version folder of model `model_id`.
+        Raises ModelLoadError."""
 
     def infer_task(self, version_path: Path) -> str | None:
         """Blocking: the task a version folder's files imply, or None when ambiguous."""

@@ -28,6 +28,8 @@ from server.errors import EngineFailure, ModelNotReady, Overloaded, PayloadTooLa
 T = TypeVar("T")
 R = TypeVar("R")
 
+DEFAULT_MAX_QUEUED_ITEMS = 8192  # the loader passes the server's --max-queued-items; this serves direct callers
+
 log = structlog.get_logger("server.batching")
 
 
@@ -69,14 +71,14 @@ def _by_job(batch: list[tuple["_Job", int]]) -> dict["_Job", list[int]]:
 
 class MicroBatcher(Generic[T, R]):
     def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, wait_s: float,
-                 name: str, max_queued_items: int = 8192,
+                 name: str, max_queued_items: int | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._run_batch = run_batch
         self._name = name
         self._batch_size = metrics.BATCH_SIZE.labels(name)
         self._max = max_batch_size
         self._wait = wait_s
-        self._max_queued = max_queued_items
+        self._max_queued = DEFAULT_MAX_QUEUED_ITEMS if max_queued_items is None else max_queued_items
         self._sleep = sleep  # injectable so tests can observe when the batcher waits
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
         self._queue: deque[_Job] = deque()  # requests with undispatched items, in round-robin order

@@ -10,8 +10,8 @@ import openvino_genai as ov_genai
 
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import MicroBatcher
+from server.pipelines.settings import EmbeddingSettings, PipelineSpec
 from server.pipelines.tokenizers import SharedTokenizer
-from server.repository.config import ModelConfig
 
 POOLING = {
     "cls": ov_genai.TextEmbeddingPipeline.PoolingType.CLS,
@@ -20,13 +20,13 @@ POOLING = {
 }
 
 
-def embedding_pipeline(path: Path, config: ModelConfig, *, pooling: str, normalize: bool,
+def embedding_pipeline(path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool,
                        max_length: int) -> ov_genai.TextEmbeddingPipeline:
     pipeline_config = ov_genai.TextEmbeddingPipeline.Config()
     pipeline_config.pooling_type = POOLING[pooling]
     pipeline_config.normalize = normalize
     pipeline_config.max_length = max_length
-    return ov_genai.TextEmbeddingPipeline(str(path), config.device, pipeline_config, **config.plugin_config)
+    return ov_genai.TextEmbeddingPipeline(str(path), spec.device, pipeline_config, **spec.plugin_config)
 
 
 def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
@@ -54,12 +54,12 @@ class TextEmbedder:
     """Embeds texts in micro-batches. `tokenizer` serves request preparation (token ids, vocabulary) on
     worker threads off the event loop; the batch thread has a tokenizer of its own."""
 
-    def __init__(self, path: Path, config: ModelConfig, *, pooling: str, normalize: bool, max_length: int,
-                 max_batch_size: int, batch_wait_ms: float, name: str, max_queued_items: int = 8192) -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool, max_length: int,
+                 max_batch_size: int, batch_wait_ms: float, name: str, max_queued_items: int | None = None) -> None:
         self.max_length = max_length
         self._path = path
         self._vocabulary: list[str] | None = None
-        self.pipeline = embedding_pipeline(path, config, pooling=pooling, normalize=normalize, max_length=max_length)
+        self.pipeline = embedding_pipeline(path, spec, pooling=pooling, normalize=normalize, max_length=max_length)
         self.tokenizer = SharedTokenizer(path)  # request threads share it
         # A first call compiles the shapes and tells the dimension; a broken IR fails here, at load time.
         self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
@@ -104,14 +104,14 @@ class TextEmbedder:
 class EmbeddingModel:
     task = "embeddings"
 
-    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
-        self.settings = config.task_settings
+        self.settings: EmbeddingSettings = spec.settings
         self.embedder = TextEmbedder(
-            path, config, pooling=self.settings["pooling"], normalize=self.settings["normalize"],
-            max_length=self.settings["max_length"], max_batch_size=self.settings["max_batch_size"],
-            batch_wait_ms=self.settings["batch_wait_ms"], name=f"{model_id}:{path.name}",
-            max_queued_items=self.settings["max_queued_items"],
+            path, spec, pooling=self.settings.pooling, normalize=self.settings.normalize,
+            max_length=self.settings.max_length, max_batch_size=self.settings.max_batch_size,
+            batch_wait_ms=self.settings.batch_wait_ms, name=f"{model_id}:{path.name}",
+            max_queued_items=self.settings.max_queued_items,
         )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import AsyncIterator, Callable
@@ -30,8 +30,8 @@ from server import metrics
 from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
 from server.pipelines.grammar_probe import GrammarProbe
+from server.pipelines.settings import GenerationSettings, PipelineSpec
 from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
-from server.repository.config import ModelConfig
 
 log = structlog.get_logger("server.generation")
 
@@ -42,10 +42,10 @@ DEFAULT_MAX_QUEUED_REQUESTS = 64  # the loader fills both from server flags; the
 DEFAULT_STALL_TIMEOUT_S = 120.0
 
 
-def context_length(path: Path, settings: dict) -> int:
+def context_length(path: Path, settings: GenerationSettings) -> int:
     """Configured max_context_length, else the HF config's max_position_embeddings, else a default."""
-    if settings.get("max_context_length"):
-        return int(settings["max_context_length"])
+    if settings.max_context_length:
+        return int(settings.max_context_length)
     try:
         return int(json.loads((path / "config.json").read_text())["max_position_embeddings"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -96,7 +96,7 @@ class GenerationEngine:
     on the event loop, except close(). Messages to the worker go through a writer thread, so a full
     socket buffer (large prompts while the worker is inside a long step) never blocks the event loop."""
 
-    def __init__(self, path: Path, config: ModelConfig, model_id: str, version: str) -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, model_id: str, version: str) -> None:
         self._name = f"{model_id}:{version}"
         self._active_gauge = metrics.GENERATION_ACTIVE.labels(model_id, version)
         self._tokens_counter = metrics.GENERATED_TOKENS.labels(model_id, version)
@@ -106,11 +106,13 @@ class GenerationEngine:
         self._dead: str | None = None  # why requests can no longer be added
         self._broken: str | None = None  # why the worker died on its own (not by close())
         self._closed = False
-        settings = config.task_settings
+        settings: GenerationSettings = spec.settings
+        queued = settings.max_queued_requests
         # Open requests beyond the pipeline's batch wait inside the worker; bound that wait (429 beyond it).
-        self._capacity = int(settings["max_num_seqs"]) + int(settings.get("max_queued_requests", DEFAULT_MAX_QUEUED_REQUESTS))
+        self._capacity = int(settings.max_num_seqs) + int(DEFAULT_MAX_QUEUED_REQUESTS if queued is None else queued)
         # A worker that sends nothing this long while requests are open is stuck (stopped, deadlocked).
-        self._stall_timeout = float(settings.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
+        stall = settings.stall_timeout_s
+        self._stall_timeout = float(DEFAULT_STALL_TIMEOUT_S if stall is None else stall)
         self._last_heard = 0.0  # loop time of the worker's last message, or of the first open request
         self._rebuilding = False  # the worker said it is rebuilding its pipeline (see generation_worker.py)
         self._reserved = 0  # admitted slots whose sequences have not started yet
@@ -128,7 +130,7 @@ class GenerationEngine:
                      str(os.getpid())],
                     pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=_worker_environment(),
                 )
-            self._conn.send((str(path), dict(config.task_settings), config.device, dict(config.plugin_config)))
+            self._conn.send((str(path), asdict(settings), spec.device, dict(spec.plugin_config)))
             self.defaults = self._wait_ready()
         except BaseException:
             self._stop_process()
@@ -311,17 +313,17 @@ class GenerationEngine:
 class GenerationModel:
     task = "text_generation"
 
-    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
-        self.settings = config.task_settings
+        self.settings: GenerationSettings = spec.settings
         self.context_length = context_length(path, self.settings)
         self.tokenizer = SharedTokenizer(path)  # the preparation thread and the event loop share it
         self.preparation = preparation_thread(f"{model_id}:{path.name}")  # prompts: templating, tokenizing
-        self.engine = GenerationEngine(path, config, model_id, path.name)
+        self.engine = GenerationEngine(path, spec, model_id, path.name)
         self.eos_token_id: int = self.engine.defaults["eos_token_id"]
         self.stop_token_ids: list[int] = self.engine.defaults["stop_token_ids"]
-        self.grammar_probe = (GrammarProbe(path, config, model_id, path.name, self.eos_token_id)
-                              if self.settings.get("schema_probe") else None)
+        self.grammar_probe = (GrammarProbe(path, spec, model_id, path.name, self.eos_token_id)
+                              if self.settings.schema_probe else None)
 
     @property
     def broken(self) -> str | None:

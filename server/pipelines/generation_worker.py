@@ -6,7 +6,7 @@ step, so requests were accepted late and tokens reached clients in bursts.
 
 Started as `python -m server.pipelines.generation_worker FD PARENT_PID`, FD being its end of a socketpair wrapped
 in a multiprocessing Connection (messages are tuples, pickled):
-  parent -> worker  (path, task_settings, device, plugin_config)   once, first
+  parent -> worker  (path, settings, device, plugin_config)   once, first (settings: GenerationSettings as a dict)
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids"}) | ("failed", message)   once, after the build
                     ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...])   per step

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from server.repository.config import ModelConfig
+from server.pipelines.settings import PipelineSpec
 
 log = structlog.get_logger("server.generation")
 
@@ -25,13 +25,13 @@ CACHED_VERDICTS = 256
 
 
 class GrammarProbe:
-    def __init__(self, path: Path, config: ModelConfig, model_id: str, version: str, eos_token_id: int) -> None:
-        settings = {**config.task_settings, "max_num_seqs": 1, "enable_prefix_caching": False,
-                    "max_queued_requests": 1_000_000, "stall_timeout_s": 10 * 365 * 24 * 3600.0}  # timing is ours
-        self._config = dataclasses.replace(config, task_settings=settings)
+    def __init__(self, path: Path, spec: PipelineSpec, model_id: str, version: str, eos_token_id: int) -> None:
+        settings = dataclasses.replace(spec.settings, max_num_seqs=1, enable_prefix_caching=False,
+                                       max_queued_requests=1_000_000, stall_timeout_s=10 * 365 * 24 * 3600.0)  # timing is ours
+        self._spec = dataclasses.replace(spec, settings=settings)
         self._path, self._name, self._version = path, f"{model_id}#schema-probe", version
         self._eos = eos_token_id
-        self._timeout = float(config.task_settings["schema_compile_timeout_s"])
+        self._timeout = float(spec.settings.schema_compile_timeout_s)
         self._engine = None
         self._lock: asyncio.Lock | None = None
         self._verdicts: OrderedDict[str, str | None] = OrderedDict()  # schema -> None (compiles) or why not
@@ -57,7 +57,7 @@ class GrammarProbe:
         from server.pipelines.generation import GenerationEngine  # the probe is a generation worker too
 
         if self._engine is None or self._engine.broken:
-            self._engine = await asyncio.to_thread(GenerationEngine, self._path, self._config, self._name,
+            self._engine = await asyncio.to_thread(GenerationEngine, self._path, self._spec, self._name,
                                                    self._version)
         params = {"max_new_tokens": 1, "json_schema": schema, "eos_token_id": self._eos}
         try:

@@ -13,8 +13,8 @@ from server.pipelines import ir
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
+from server.pipelines.settings import PipelineSpec, RerankSettings
 from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
-from server.repository.config import ModelConfig
 
 Pair = tuple[str, str]
 QUERY_INDEX = -1  # ItemFailed.index from score() when the query, not a text, failed
@@ -63,13 +63,14 @@ class CrossEncoderScorer:
 
     query_in_window = True
 
-    def __init__(self, path: Path, config: ModelConfig, settings: dict, name: str) -> None:
-        self.max_length = settings["max_length"]
+    def __init__(self, path: Path, spec: PipelineSpec, name: str) -> None:
+        settings: RerankSettings = spec.settings
+        self.max_length = settings.max_length
         model = ir.core().read_model(path / ir.MODEL_XML)
         self._input_names = {name for port in model.inputs for name in port.get_names()}
         if "input_ids" not in self._input_names:
             raise ValueError("a cross-encoder needs an input_ids input")
-        self._compiled = ir.core().compile_model(model, config.device, dict(config.plugin_config))
+        self._compiled = ir.core().compile_model(model, spec.device, dict(spec.plugin_config))
         self._request = self._compiled.create_infer_request()  # used by the batch thread only
         self.tokenizer = SharedTokenizer(path)  # request preparation (token counts), off the event loop
         self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # batch thread
@@ -82,8 +83,8 @@ class CrossEncoderScorer:
         self._pad = pad if pad >= 0 else 0
         self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
-            self._score_batch, max_batch_size=settings["max_batch_size"], wait_s=settings["batch_wait_ms"] / 1000,
-            name=name, max_queued_items=settings["max_queued_items"])
+            self._score_batch, max_batch_size=settings.max_batch_size, wait_s=settings.batch_wait_ms / 1000,
+            name=name, max_queued_items=settings.max_queued_items)
 
     def _score_batch(self, pairs: list[Pair]) -> list[float]:
         queries = _rows(self._batch_tokenizer, [q for q, _ in pairs])
@@ -121,11 +122,12 @@ class CosineScorer:
     special_tokens = 2
     query_in_window = False
 
-    def __init__(self, path: Path, config: ModelConfig, settings: dict, name: str) -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, name: str) -> None:
+        settings: RerankSettings = spec.settings
         self.embedder = TextEmbedder(
-            path, config, pooling=settings["pooling"], normalize=True, max_length=settings["max_length"],
-            max_batch_size=settings["max_batch_size"], batch_wait_ms=settings["batch_wait_ms"], name=name,
-            max_queued_items=settings["max_queued_items"])
+            path, spec, pooling=settings.pooling, normalize=True, max_length=settings.max_length,
+            max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms, name=name,
+            max_queued_items=settings.max_queued_items)
         self.tokenizer = self.embedder.tokenizer
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
@@ -144,12 +146,12 @@ class CosineScorer:
 class RerankModel:
     task = "rerank"
 
-    def __init__(self, path: Path, config: ModelConfig, metadata: ModelMetadata, model_id: str = "") -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, metadata: ModelMetadata, model_id: str = "") -> None:
         self.metadata = metadata
-        self.settings = config.task_settings
-        self.max_length = self.settings["max_length"]
-        scorer_class = CosineScorer if self.settings["scoring"] == "embeddings_cosine" else CrossEncoderScorer
-        self.scorer = scorer_class(path, config, self.settings, f"{model_id}:{path.name}")
+        self.settings: RerankSettings = spec.settings
+        self.max_length = self.settings.max_length
+        scorer_class = CosineScorer if self.settings.scoring == "embeddings_cosine" else CrossEncoderScorer
+        self.scorer = scorer_class(path, spec, f"{model_id}:{path.name}")
         self.preparation = preparation_thread(f"{model_id}:{path.name}")  # token counts and chunking
 
     def document_budget(self, query_tokens: int) -> int:

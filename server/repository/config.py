@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from server.pipelines.settings import PipelineSpec
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "model_config.schema.json"
 
@@ -34,17 +36,39 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    task: str
     version_policy: dict[str, Any]
-    device: str = "CPU"
-    plugin_config: dict[str, Any] = field(default_factory=dict)
+    # What the engines get: task, device, plugin_config and the task's section, schema defaults filled in.
+    pipeline: PipelineSpec
     drain_timeout_s: float = 300.0
     request_timeout_s: float | None = None  # None: the server's --request-timeout
-    # The task's own section with schema defaults filled in.
-    task_settings: dict[str, Any] = field(default_factory=dict)
-    # Identifies the settings a loaded pipeline depends on: a change reloads, a policy-only change does not.
-    pipeline_hash: str = ""
     inferred: bool = False
+
+    @property
+    def task(self) -> str:
+        return self.pipeline.task
+
+    @property
+    def pipeline_hash(self) -> str:
+        """Identifies the settings a loaded pipeline depends on: a change reloads, a policy-only change does not."""
+        spec = self.pipeline
+        part = {"task": spec.task, "device": spec.device, "plugin_config": dict(spec.plugin_config),
+                "settings": spec.settings.to_mapping()}
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+    def document(self) -> dict[str, Any]:
+        """The effective config.json: every field, schema defaults filled in; build(document()) == self
+        (with the same `inferred`)."""
+        document: dict[str, Any] = {
+            "task": self.task,
+            "model_version_policy": copy.deepcopy(self.version_policy),
+            "device": self.pipeline.device,
+            "plugin_config": dict(self.pipeline.plugin_config),
+            "drain_timeout_s": self.drain_timeout_s,
+        }
+        if self.request_timeout_s is not None:  # no schema default: absent means the server's flag
+            document["request_timeout_s"] = self.request_timeout_s
+        document[self.task] = self.pipeline.settings.to_mapping()
+        return document
 
 
 @lru_cache(maxsize=1)
@@ -93,20 +117,18 @@ def build(document: dict[str, Any], *, inferred: bool = False) -> ModelConfig:
         raise ConfigError(problems)
     props = schema()["properties"]
     task = document["task"]
-    settings = _section_defaults(task) | document.get(task, {})
-    config = ModelConfig(
-        task=task,
-        version_policy=copy.deepcopy(document.get("model_version_policy", props["model_version_policy"]["default"])),
+    pipeline = PipelineSpec.from_mapping(
+        task, _section_defaults(task) | document.get(task, {}),
         device=document.get("device", props["device"]["default"]),
-        plugin_config=dict(document.get("plugin_config", {})),
+        plugin_config=document.get("plugin_config", props["plugin_config"]["default"]),
+    )
+    return ModelConfig(
+        version_policy=copy.deepcopy(document.get("model_version_policy", props["model_version_policy"]["default"])),
+        pipeline=pipeline,
         drain_timeout_s=float(document.get("drain_timeout_s", props["drain_timeout_s"]["default"])),
         request_timeout_s=document.get("request_timeout_s"),
-        task_settings=settings,
         inferred=inferred,
     )
-    pipeline_part = {"task": task, "device": config.device, "plugin_config": config.plugin_config, "settings": settings}
-    digest = hashlib.sha256(json.dumps(pipeline_part, sort_keys=True).encode()).hexdigest()[:16]
-    return ModelConfig(**{**config.__dict__, "pipeline_hash": digest})
 
 
 def parse(raw: bytes) -> ModelConfig:

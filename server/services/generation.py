@@ -93,9 +93,9 @@ def _max_new_tokens(model: GenerationModel, body: dict, prompt_tokens: int, prom
     param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     requested = body.get(param)
     if requested is None:
-        return min(settings["max_tokens_default"], context - prompt_tokens)
-    if requested > settings["max_tokens_limit"]:
-        raise BadRequest(f"'{param}' is {requested}; this model allows at most {settings['max_tokens_limit']}",
+        return min(settings.max_tokens_default, context - prompt_tokens)
+    if requested > settings.max_tokens_limit:
+        raise BadRequest(f"'{param}' is {requested}; this model allows at most {settings.max_tokens_limit}",
                          param=param)
     if prompt_tokens + requested > context:
         raise BadRequest(

@@ -66,13 +66,13 @@ def prepare(model: RerankModel, body: dict) -> list[list[str]]:
     every document and word): run it off the event loop."""
     settings = model.settings
     documents = document_texts(body["documents"])
-    if len(documents) > settings["max_documents"]:
-        raise BadRequest(f"{len(documents)} documents sent; this model accepts at most {settings['max_documents']}",
+    if len(documents) > settings.max_documents:
+        raise BadRequest(f"{len(documents)} documents sent; this model accepts at most {settings.max_documents}",
                          param="documents")
     query_tokens, *document_tokens = _token_counts(model, body["query"], documents)
-    if query_tokens > settings["max_query_tokens"]:
+    if query_tokens > settings.max_query_tokens:
         raise BadRequest(f"The query has {query_tokens} tokens; this model accepts at most "
-                         f"{settings['max_query_tokens']}", param="query")
+                         f"{settings.max_query_tokens}", param="query")
     budget = model.document_budget(query_tokens)
     if body.get("max_tokens_per_doc"):
         budget = min(budget, body["max_tokens_per_doc"])

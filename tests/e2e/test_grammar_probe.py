@@ -9,14 +9,15 @@ import json
 from pathlib import Path
 
 from server.pipelines.grammar_probe import GrammarProbe
+from server.pipelines.loader import with_server_defaults
 from server.repository import config as model_config
+from server.settings import model_defaults
 
 
 def probe_for(models: Path, **settings: object) -> GrammarProbe:
     config = model_config.build({"task": "text_generation", "text_generation": settings})
-    defaults = {"max_queued_requests": 64, "stall_timeout_s": 120.0}
-    config = type(config)(**{**config.__dict__, "task_settings": {**defaults, **config.task_settings}})
-    return GrammarProbe(models / "tiny-chat" / "1", config, "tiny-chat", "1", eos_token_id=2)
+    spec = with_server_defaults(config.pipeline, model_defaults())  # max_queued_requests 64, stall_timeout_s 120
+    return GrammarProbe(models / "tiny-chat" / "1", spec, "tiny-chat", "1", eos_token_id=2)
 
 
 def test_probe_finds_bad_schemas_and_caches_verdicts(models: Path) -> None:

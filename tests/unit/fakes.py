@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 from server.pipelines.base import ModelLoadError, ModelMetadata, TensorSpec
-from server.repository.config import ModelConfig
+from server.pipelines.settings import PipelineSpec
 
 
 class FakeModel:
-    def __init__(self, path: Path, config: ModelConfig, weights: str) -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, weights: str) -> None:
         self.path = path
-        self.task = config.task
+        self.task = spec.task
+        self.spec = spec
         self.weights = weights
         self.metadata = ModelMetadata(inputs=(TensorSpec("input_ids", "INT64", (-1, -1)),),
                                       outputs=(TensorSpec("logits", "FP32", (-1, -1, 8)),))
@@ -36,7 +37,7 @@ class FakeLoader:
         self.load_calls = 0
         self._lock = threading.Lock()
 
-    def load(self, version_path: Path, config: ModelConfig, model_id: str) -> FakeModel:
+    def load(self, version_path: Path, spec: PipelineSpec, model_id: str) -> FakeModel:
         with self._lock:
             self.load_calls += 1
         weights_file = version_path / "weights.txt"
@@ -48,7 +49,7 @@ class FakeLoader:
             time.sleep(float(delay.read_text()))
         if weights == "corrupt":
             raise ModelLoadError(f"version {version_path.name} failed to load", detail="corrupt weights")
-        model = FakeModel(version_path, config, weights)
+        model = FakeModel(version_path, spec, weights)
         with self._lock:
             self.loaded.append(model)
         return model

@@ -17,9 +17,10 @@ def test_minimal_config_gets_schema_defaults() -> None:
     parsed = config.parse(b'{"task": "embeddings"}')
     assert parsed.task == "embeddings"
     assert parsed.version_policy == {"latest": {"num_versions": 1}}
-    assert parsed.device == "CPU"
-    assert parsed.task_settings["pooling"] == "cls"
-    assert parsed.task_settings["normalize"] is True
+    assert parsed.pipeline.device == "CPU"
+    assert parsed.pipeline.settings.pooling == "cls"
+    assert parsed.pipeline.settings.normalize is True
+    assert parsed.pipeline.settings.max_queued_items is None  # no schema default: the server's flag fills it
 
 
 def test_errors_name_the_json_pointer() -> None:

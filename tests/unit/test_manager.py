@@ -112,7 +112,7 @@ async def test_invalid_config_keeps_serving_and_next_valid_edit_applies(tmp_path
     await apply(manager)
     (version,) = manager.describe("m").versions
     assert (version.state, version.error_code) == (VersionState.AVAILABLE, "OK")
-    assert manager.resolve("m").config.task_settings["pooling"] == "mean"
+    assert manager.resolve("m").config.pipeline.settings.pooling == "mean"
 
 
 async def test_invalid_config_of_a_new_model_shows_the_error(tmp_path: Path, manager: ModelManager) -> None:

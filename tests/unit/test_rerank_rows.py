@@ -41,8 +41,8 @@ def test_rows_match_single_text_encoding(tokenizer) -> None:
 
 def test_empty_documents_score_like_any_other() -> None:
     config = build({"task": "rerank"})
-    config = dataclasses.replace(config, task_settings={**config.task_settings, "max_queued_items": 64})
-    model = RerankModel(MODEL, config, metadata=None, model_id="tiny-rerank")
+    spec = dataclasses.replace(config.pipeline, settings=dataclasses.replace(config.pipeline.settings, max_queued_items=64))
+    model = RerankModel(MODEL, spec, metadata=None, model_id="tiny-rerank")
     try:
         scores = asyncio.run(asyncio.wait_for(model.score("0", ["", ""]), 30))
         assert len(scores) == 2 and scores[0] == scores[1] and 0 <= scores[0] <= 1

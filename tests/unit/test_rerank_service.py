@@ -8,9 +8,10 @@ import pytest
 from server.errors import BadRequest
 from server.pipelines.batching import ItemFailed
 from server.pipelines.rerank import QUERY_INDEX
+from server.pipelines.settings import RerankSettings
 from server.services import rerank
 
-SETTINGS = {"max_documents": 100, "max_query_tokens": 64, "max_length": 512}
+SETTINGS = RerankSettings(max_documents=100, max_query_tokens=64, max_length=512)
 
 
 class FakeModel:

@@ -15,7 +15,7 @@ pytest.importorskip("openvino_genai")
 
 from server.errors import Overloaded  # noqa: E402
 from server.pipelines.generation import GenerationEngine  # noqa: E402
-from server.repository.config import ModelConfig  # noqa: E402
+from server.pipelines.settings import GenerationSettings, PipelineSpec  # noqa: E402
 
 MODEL = Path(os.environ.get("OVMS_TEST_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "test-models")) / "tiny-chat" / "1"
 LONG = {"max_new_tokens": 100000, "ignore_eos": True}
@@ -24,11 +24,11 @@ pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="tiny-chat test model
 
 
 def engine(**settings: object) -> GenerationEngine:
-    task_settings = {"max_num_seqs": 1, "max_num_batched_tokens": 256, "cache_size": 0,
-                     "enable_prefix_caching": False, "dynamic_split_fuse": True,
-                     "max_queued_requests": 1, "stall_timeout_s": 120.0, **settings}
-    config = ModelConfig(task="text_generation", version_policy={}, task_settings=task_settings)
-    return GenerationEngine(MODEL, config, "chat", "1")
+    values = {"max_num_seqs": 1, "max_num_batched_tokens": 256, "cache_size": 0,
+              "enable_prefix_caching": False, "dynamic_split_fuse": True,
+              "max_queued_requests": 1, "stall_timeout_s": 120.0, **settings}
+    spec = PipelineSpec(task="text_generation", settings=GenerationSettings(**values))
+    return GenerationEngine(MODEL, spec, "chat", "1")
 
 
 def test_a_full_queue_is_refused_at_once() -> None:

@@ -200,8 +200,9 @@ class RawMode:
         self.args = args
         self.reference: RawRun | None = None  # a run outside the per-C comparison, set by finish()
 
-    def normalize(self, settings: dict) -> bool:
-        return settings["normalize"]
+    def normalize(self, settings) -> bool:
+        """Whether the raw pipeline normalizes, given the served task settings (EmbeddingSettings here)."""
+        return settings.normalize
 
     def texts(self) -> list[str]:
         raise NotImplementedError
@@ -228,16 +229,16 @@ class RawMode:
         from server.pipelines.embeddings import embedding_pipeline
 
         args = self.args
-        config = served_config(args)
-        settings = config.task_settings
+        spec = served_config(args).pipeline
+        settings = spec.settings
         normalize = self.normalize(settings)
         release_memory()
         t0 = time.perf_counter()
-        pipeline = embedding_pipeline(args.version_dir, config, pooling=settings["pooling"], normalize=normalize,
-                                      max_length=settings["max_length"])
-        print(f"[raw] TextEmbeddingPipeline loaded in {time.perf_counter() - t0:.1f}s ({config.device}, "
-              f"pooling {settings['pooling']}, normalize {normalize}, max_length {settings['max_length']}, "
-              f"properties {dict(config.plugin_config)})", file=sys.stderr)
+        pipeline = embedding_pipeline(args.version_dir, spec, pooling=settings.pooling, normalize=normalize,
+                                      max_length=settings.max_length)
+        print(f"[raw] TextEmbeddingPipeline loaded in {time.perf_counter() - t0:.1f}s ({spec.device}, "
+              f"pooling {settings.pooling}, normalize {normalize}, max_length {settings.max_length}, "
+              f"properties {dict(spec.plugin_config)})", file=sys.stderr)
         try:
             texts = self.texts()
             pipeline.embed_documents(["warm up"])
@@ -245,7 +246,7 @@ class RawMode:
                 self.compare(pipeline, sample)
             runs = []
             for concurrency in args.concurrency:
-                batch = self.batch_size(concurrency, settings["max_batch_size"])
+                batch = self.batch_size(concurrency, settings.max_batch_size)
                 runs.append(self.measure(pipeline, texts, batch, concurrency))
                 print(f"[raw] C={concurrency}: batch {batch}{self.batch_label}, {runs[-1].rate:.1f} {self.unit}/s",
                       file=sys.stderr)

@@ -184,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raw_passes_work="embeds the --requests sentences")
     if args.config_document.get("task") != TASK:
         parser.error(f"{args.model_dir} is not an {TASK} model (config.json task: {args.config_document.get('task')})")
-    args.max_batch_size = served_config(args, parser).task_settings["max_batch_size"]
+    args.max_batch_size = served_config(args, parser).pipeline.settings.max_batch_size
     return args
 
 

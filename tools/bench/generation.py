@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import statistics
@@ -317,13 +318,13 @@ class ServerMode:
 
 
 def served_settings(model_dir: Path):
-    """The ModelConfig the server builds for this model folder: its config.json with schema defaults."""
+    """The PipelineSpec the server builds for this model folder: its config.json with schema defaults."""
     from server.repository.config import build, parse
 
     config_file = Path(model_dir) / "config.json"
     if config_file.is_file():
-        return parse(config_file.read_bytes())
-    return build({"task": "text_generation"})
+        return parse(config_file.read_bytes()).pipeline
+    return build({"task": "text_generation"}).pipeline
 
 
 class _Prompts:
@@ -360,13 +361,14 @@ class RawMode:
         from server.pipelines.generation_worker import scheduler_config
 
         args = self.args
-        config = served_settings(args.model_dir)
+        spec = served_settings(args.model_dir)
+        settings = dataclasses.asdict(spec.settings)
         t0 = time.perf_counter()
         pipeline = ov_genai.ContinuousBatchingPipeline(
-            str(args.version_dir), scheduler_config(config.task_settings), config.device, dict(config.plugin_config))
+            str(args.version_dir), scheduler_config(settings), spec.device, dict(spec.plugin_config))
         print(f"[raw] ContinuousBatchingPipeline loaded in {time.perf_counter() - t0:.1f}s "
-              f"({config.device}, scheduler {self._describe(config.task_settings)}, "
-              f"properties {dict(config.plugin_config)})", file=sys.stderr)
+              f"({spec.device}, scheduler {self._describe(settings)}, "
+              f"properties {dict(spec.plugin_config)})", file=sys.stderr)
         try:
             self._ids = itertools.count()
             prompts = _Prompts(pipeline.get_tokenizer())
@@ -462,9 +464,9 @@ class NaiveMode:
         import openvino_genai as ov_genai
 
         args = self.args
-        config = served_settings(args.model_dir)
+        spec = served_settings(args.model_dir)
         t0 = time.perf_counter()
-        pipeline = ov_genai.LLMPipeline(str(args.version_dir), config.device, dict(config.plugin_config))
+        pipeline = ov_genai.LLMPipeline(str(args.version_dir), spec.device, dict(spec.plugin_config))
         print(f"[naive] LLMPipeline loaded in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         try:
             prompts = _Prompts(pipeline.get_tokenizer())

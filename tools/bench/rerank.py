@@ -171,7 +171,7 @@ class RerankRaw(RawMode):
         self._np = np  # imported here, not in _scores, which runs once per request in the timed passes
         return super().run_all(sample)
 
-    def normalize(self, settings: dict) -> bool:
+    def normalize(self, settings) -> bool:
         return True  # as server/pipelines/rerank.py's CosineScorer builds its TextEmbedder
 
     def texts(self) -> list[str]:
@@ -243,10 +243,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                         help="documents per request, k (8)"),
         task_valid=lambda args: 1 <= args.documents <= 64, task_limits=", --documents 1 to 64")
     config = served_config(args, parser)
-    if config.task != TASK or config.task_settings["scoring"] != "embeddings_cosine":
+    if config.task != TASK or config.pipeline.settings.scoring != "embeddings_cosine":
         parser.error(f"{args.model_dir} is not a rerank model with scoring embeddings_cosine (the raw mode "
                      "reproduces cosine scoring only)")
-    args.max_batch_size = config.task_settings["max_batch_size"]
+    args.max_batch_size = config.pipeline.settings.max_batch_size
     return args
 
 
