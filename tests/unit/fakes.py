@@ -25,7 +25,18 @@ class FakeModel:
         self.metadata = ModelMetadata(inputs=(TensorSpec("input_ids", "INT64", (-1, -1)),),
                                       outputs=(TensorSpec("logits", "FP32", (-1, -1, 8)),))
         self.closed = False
-        self.broken: str | None = None  # a test sets a reason to play a crashed worker
+        self.broken: str | None = None  # set by fail(), or directly to play a crash not yet reported
+        self._on_broken = None
+
+    def watch(self, on_broken) -> None:
+        """As GenerationEngine: the manager's callback for a pipeline that breaks on its own."""
+        self._on_broken = on_broken
+
+    def fail(self, reason: str) -> None:
+        """Play a crashed worker that reports itself, as the real engine does."""
+        self.broken = reason
+        if self._on_broken is not None:
+            self._on_broken()
 
     def close(self) -> None:
         self.closed = True

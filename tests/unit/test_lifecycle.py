@@ -155,8 +155,7 @@ async def test_a_drain_ending_after_a_reload_began_does_not_end_the_reload(tmp_p
     await apply(manager)
     gate = loader.hold("m")
     async with manager.lease("m") as instance:
-        instance.model.broken = "the generation worker process stopped"
-        manager._on_broken("m")  # what the engine's watch callback does
+        instance.model.fail("the generation worker process stopped")  # reports itself, as the engine does
         await gate.wait_started()
         assert version(manager, "m", 1).state is VersionState.LOADING
     await wait_until(lambda: instance.model.closed, "the drained copy released")
@@ -182,7 +181,7 @@ async def test_reads_never_repair(tmp_path: Path, manager: ModelManager, loader:
         assert manager.resolve("b").version == 1
     await manager.settle()
     assert loader.load_calls == 2 and not broken.model.closed  # nothing was retired or reloaded by reading
-    manager._on_broken("a")  # the report repairs
+    broken.model.fail("the generation worker process stopped")  # the report repairs
     await manager.settle()
     assert broken.model.closed and loader.load_calls == 3
     assert manager.resolve("a") is not broken

@@ -219,7 +219,8 @@ async def test_concurrent_explicit_loads_one_wins_rest_conflict(tmp_path: Path, 
 async def test_explicit_unload_pins_until_explicit_load(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", versions=(1,), config=EMBED)
     await apply(manager)
-    await manager.unload_model("m")
+    assert [v.state for v in (await manager.unload_model("m")).versions] == [VersionState.UNLOADING]
+    await manager.settle()
     assert states(manager, "m") == {1: "END"}
     assert loader.live() == []
     write_version(path, 2)
@@ -247,7 +248,7 @@ async def test_broken_instance_is_retired_and_reloaded(tmp_path: Path, manager: 
     write_model(tmp_path, "m", versions=(1,), config=EMBED)
     await apply(manager)
     broken = manager.resolve("m").model
-    broken.broken = "the generation worker process exited (code -9)"
+    broken.fail("the generation worker process exited (code -9)")
     with pytest.raises(ModelNotReady):  # the only version is reloading
         manager.resolve("m")
     await manager.settle()
@@ -262,7 +263,7 @@ async def test_other_versions_serve_while_a_broken_one_reloads(tmp_path: Path, m
                                                               loader: FakeLoader) -> None:
     write_model(tmp_path, "m", versions=(1, 2), config={**EMBED, "model_version_policy": {"all": {}}})
     await apply(manager)
-    manager.resolve("m", 2).model.broken = "crashed"
+    manager.resolve("m", 2).model.fail("crashed")
     assert manager.resolve("m").version == 1  # another version keeps serving meanwhile
     await manager.settle()
     assert manager.resolve("m").version == 2
@@ -274,7 +275,7 @@ async def test_rescan_repairs_a_broken_instance_without_traffic(tmp_path: Path, 
     write_model(tmp_path, "m", versions=(1,), config=EMBED)
     await apply(manager)
     broken = manager.resolve("m").model
-    broken.broken = "crashed"
+    broken.broken = "crashed"  # not reported (as if the callback were lost)
     await apply(manager)  # nothing changed on disk: the periodic rescan alone finds it
     assert broken.closed and loader.load_calls == 2
     assert states(manager, "m") == {1: "AVAILABLE"}
