@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from multiprocessing.connection import Connection
@@ -313,11 +314,13 @@ class GenerationEngine:
 class GenerationModel:
     task = "text_generation"
 
-    def __init__(self, path: Path, spec: PipelineSpec, metadata: ModelMetadata, model_id: str = "") -> None:
+    def __init__(self, path: Path, spec: PipelineSpec, metadata: ModelMetadata, model_id: str = "", *,
+                 build_lock: AbstractContextManager | None = None) -> None:
         self.metadata = metadata
         self.settings: GenerationSettings = spec.settings
         self.context_length = context_length(path, self.settings)
-        self.tokenizer = SharedTokenizer(path)  # the preparation thread and the event loop share it
+        with build_lock or nullcontext():  # in-process OpenVINO work only; the worker builds without it
+            self.tokenizer = SharedTokenizer(path)  # the preparation thread and the event loop share it
         self.preparation = preparation_thread(f"{model_id}:{path.name}")  # prompts: templating, tokenizing
         self.engine = GenerationEngine(path, spec, model_id, path.name)
         self.eos_token_id: int = self.engine.defaults["eos_token_id"]

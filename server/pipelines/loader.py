@@ -13,9 +13,10 @@ from server.pipelines.generation import GenerationModel
 from server.pipelines.rerank import RerankModel
 from server.pipelines.settings import PipelineSpec
 
-# One pipeline is built at a time: two cross-encoder builds running side by side (compile_model, then
-# the tokenizers' first encode) were seen to deadlock the whole process, and on a 2-core machine
-# parallel compiles buy little anyway.
+# One in-process build at a time: two cross-encoder builds running side by side (compile_model, then
+# the tokenizers' first encode) were seen to deadlock the whole process. Generation pipelines build in
+# their worker process, so the lock covers only their in-process tokenizer, never the wait for the worker:
+# a slow LLM build must not hold up every other load.
 _BUILD_LOCK = threading.Lock()
 
 _MODEL_CLASSES = {
@@ -50,6 +51,9 @@ class OpenVINOLoader:
         try:
             with _BUILD_LOCK:
                 metadata = ir.read_metadata(ir.core().read_model(version_path / ir.MODEL_XML))
+            if spec.task == "text_generation":
+                return GenerationModel(version_path, spec, metadata, model_id, build_lock=_BUILD_LOCK)
+            with _BUILD_LOCK:
                 return _MODEL_CLASSES[spec.task](version_path, spec, metadata, model_id)
         except Exception as exc:  # OpenVINO raises RuntimeError with C++ traces: log it, show a summary
             raise ModelLoadError(
