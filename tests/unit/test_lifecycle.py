@@ -275,3 +275,23 @@ async def test_a_slow_load_does_not_stall_rescans_or_releases(tmp_path: Path, lo
         for gate in loader.gates.values():
             gate.open()
         await manager.close()
+
+
+async def test_explicit_calls_have_exact_outcomes(tmp_path: Path, manager: ModelManager, loader: GatedLoader) -> None:
+    write_model(tmp_path, "m", config=EMBED)
+    await apply(manager)
+    gate = loader.hold("m")
+    load = asyncio.create_task(manager.load_model("m"))
+    await gate.wait_started()
+    results = await asyncio.gather(manager.load_model("m"), manager.unload_model("m"), return_exceptions=True)
+    assert [type(r) for r in results] == [Conflict, Conflict]  # one explicit call per model at a time
+    assert all(r.code == "model_busy" for r in results)
+    gate.open()
+    await load
+    # unload returns without waiting for drains, so repeated unloads all succeed, in order
+    views = await asyncio.gather(*(manager.unload_model("m") for _ in range(3)))
+    assert [v.state for view in views for v in view.versions] == [VersionState.UNLOADING] * 3
+    await manager.settle()
+    assert version(manager, "m", 1).state is VersionState.END
+    await manager.load_model("m")
+    assert version(manager, "m", 1).state is VersionState.AVAILABLE
