@@ -1,21 +1,39 @@
-"""KServe v2 (Open Inference Protocol) health, metadata and repository API under /v2."""
+"""KServe v2 (Open Inference Protocol) health, metadata and repository API under /v2, with the
+model repository extension as Triton's clients (tritonclient.http) call it."""
 
 from __future__ import annotations
 
+import json as jsonlib
 from importlib.metadata import version as package_version
+from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from server.api.paths import parse_model_path
+from server.api.body import check_bounds
+from server.api.paths import ModelRoutes, known_models, parse_model_path
 from server.api.validation import read_body
-from server.errors import ModelNotReady, NotFound
-from server.repository.manager import ModelView
+from server.errors import BadRequest, ModelNotReady, NotFound
+from server.repository.manager import ModelView, VersionView
 from server.repository.states import VersionState
+from server.settings import Limits
 
 bp = Blueprint("kserve", version=2)
 
 SERVER_NAME = "ov-model-server"
+
+MODEL_ROUTES = ModelRoutes(
+    base="/v2/models/",
+    usage="GET /v2/models/{id}[/versions/{v}], GET /v2/models/{id}[/versions/{v}]/ready, "
+    "GET /v2/models/{id}[/versions/{v}]/config",
+    actions=("ready", "config"),
+)
+REPOSITORY_ROUTES = ModelRoutes(
+    base="/v2/repository/models/",
+    usage="POST /v2/repository/models/{id}/load, POST /v2/repository/models/{id}/unload",
+    actions=("load", "unload"),
+    action_required=True,
+)
 
 
 @bp.get("/")
@@ -33,21 +51,26 @@ async def ready(request: Request) -> HTTPResponse:
     return empty(status=200 if request.app.ctx.manager.ready else 503)
 
 
-def _is_ready(view: ModelView, version: int | None) -> bool:
-    if version is None:
-        return bool(view.available_versions)
-    if not any(v.version == version for v in view.versions):
+def _check_version(view: ModelView, version: int | None) -> None:
+    if version is not None and not any(v.version == version for v in view.versions):
         raise NotFound(f"The model '{view.model_id}' has no version {version}", code="model_version_not_found")
-    return version in view.available_versions
+
+
+def _is_ready(view: ModelView, version: int | None) -> bool:
+    _check_version(view, version)
+    return bool(view.available_versions) if version is None else version in view.available_versions
 
 
 @bp.get("/models/<rest:path>")
-async def model_metadata_or_ready(request: Request, rest: str) -> HTTPResponse:
-    path = parse_model_path(rest, actions=("ready",))
+async def model_routes(request: Request, rest: str) -> HTTPResponse:
     manager = request.app.ctx.manager
+    path = parse_model_path(rest, MODEL_ROUTES, known_models(manager))
     view = manager.describe(path.model_id)
     if path.action == "ready":
         return empty(status=200 if _is_ready(view, path.version) else 503)
+    if path.action == "config":
+        _check_version(view, path.version)
+        return json(manager.effective_config(path.model_id))  # what serves, every field, defaults filled in
     if not _is_ready(view, path.version):
         raise ModelNotReady(f"The model '{path.model_id}' has no available version to describe")
     instance = manager.resolve(path.model_id, path.version)
@@ -64,16 +87,20 @@ async def model_metadata_or_ready(request: Request, rest: str) -> HTTPResponse:
     )
 
 
+def _reason(version: VersionView) -> str:
+    if version.state is VersionState.AVAILABLE:  # serving: say what is pending on it (a reload built aside)
+        return "; ".join(text for text in (version.pending, version.error_message) if text)
+    return version.error_message or version.reason
+
+
 def _index_entries(view: ModelView, ready_only: bool) -> list[dict]:
     if not view.versions:
         return [] if ready_only else [{"name": view.model_id, "state": "UNAVAILABLE", "reason": view.error or ""}]
-    entries = []
-    for v in view.versions:
-        if ready_only and v.state is not VersionState.AVAILABLE:
-            continue
-        reason = v.error_message or (v.reason if v.state is not VersionState.AVAILABLE else "")
-        entries.append({"name": view.model_id, "version": str(v.version), "state": v.state.kserve, "reason": reason})
-    return entries
+    return [
+        {"name": view.model_id, "version": str(v.version), "state": v.state.kserve, "reason": _reason(v)}
+        for v in view.versions
+        if not ready_only or v.state is VersionState.AVAILABLE
+    ]
 
 
 @bp.post("/repository/index")
@@ -83,14 +110,40 @@ async def repository_index(request: Request) -> HTTPResponse:
     return json([e for view in request.app.ctx.manager.describe_all() for e in _index_entries(view, ready_only)])
 
 
+def config_override(body: dict[str, Any], limits: Limits) -> dict[str, Any] | None:
+    """The config.json document of Triton's load body {"parameters": {"config": "<JSON text>"}}, or None."""
+    text = body.get("parameters", {}).get("config")
+    if text is None:
+        return None
+    param = "parameters.config"
+    try:
+        document = jsonlib.loads(text)
+    except RecursionError:
+        raise BadRequest(f"'{param}' is nested more than {limits.max_json_depth} levels deep", param=param) from None
+    except jsonlib.JSONDecodeError as exc:
+        raise BadRequest(f"'{param}' is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                         param=param) from None
+    except ValueError:
+        raise BadRequest(f"'{param}' is not valid JSON", param=param) from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"'{param}' must hold a JSON object: a config.json document", param=param)
+    check_bounds(document, limits)
+    return document
+
+
 @bp.post("/repository/models/<rest:path>")
 async def repository_control(request: Request, rest: str) -> HTTPResponse:
-    path = parse_model_path(rest, actions=("load", "unload"))
     manager = request.app.ctx.manager
+    path = parse_model_path(rest, REPOSITORY_ROUTES, known_models(manager))
+    if path.version is not None:
+        raise BadRequest(
+            f"{path.action} applies to the whole model: POST /v2/repository/models/{path.model_id}/{path.action}. "
+            "The versions a model serves are chosen by the model_version_policy of its config.json",
+            param="version",
+        )
     if path.action == "load":
-        await manager.load_model(path.model_id)
-    elif path.action == "unload":
+        body = await read_body(request, "repository_load") if request.body else {}
+        await manager.load_model(path.model_id, config=config_override(body, request.app.ctx.settings.limits))
+    else:  # Triton's unload body ({"parameters": {"unload_dependents": ...}}) has nothing to act on here
         await manager.unload_model(path.model_id)
-    else:
-        raise NotFound("No such route: use /v2/repository/models/{name}/load or /unload")
     return empty(status=200)

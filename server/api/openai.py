@@ -5,8 +5,8 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from server.api.paths import ModelRoutes, known_models, parse_model_path
 from server.errors import ModelNotFound
-from server.api.paths import parse_model_path
 
 OWNER = "ov-model-server"
 
@@ -15,18 +15,18 @@ bp = Blueprint.group(
     Blueprint("openai_v1", url_prefix="/v3/v1"),
 )
 
+ROUTES = {prefix: ModelRoutes(base=f"{prefix}/models/", usage=f"GET {prefix}/models/{{id}}", versions=False)
+          for prefix in ("/v3", "/v3/v1")}
+
 
 def _model_object(model_id: str, created: int) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
 
 
 def _available(request: Request) -> list[dict]:
-    manager = request.app.ctx.manager
-    objects = []
-    for view in manager.describe_all():
-        if view.available_versions:
-            objects.append(_model_object(view.model_id, manager.resolve(view.model_id).created))
-    return objects
+    # Read from the views only: listing has no side effects and never fails because one model cannot serve.
+    return [_model_object(view.model_id, view.created) for view in request.app.ctx.manager.describe_all()
+            if view.available_versions and view.created is not None]
 
 
 async def list_models(request: Request) -> HTTPResponse:
@@ -34,11 +34,13 @@ async def list_models(request: Request) -> HTTPResponse:
 
 
 async def retrieve_model(request: Request, model_id: str) -> HTTPResponse:
-    model_id = parse_model_path(model_id).model_id
-    for obj in _available(request):
-        if obj["id"] == model_id:
-            return json(obj)
-    raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+    manager = request.app.ctx.manager
+    routes = ROUTES["/v3/v1" if request.path.startswith("/v3/v1/") else "/v3"]
+    model_id = parse_model_path(model_id, routes, known_models(manager)).model_id
+    view = manager.describe(model_id)
+    if not view.available_versions or view.created is None:  # only models that serve are listed
+        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+    return json(_model_object(model_id, view.created))
 
 
 for _bp in bp.blueprints:

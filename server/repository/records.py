@@ -18,6 +18,7 @@ from server.repository.scan import ModelEntry
 from server.repository.states import ErrorCode, VersionState
 
 MAX_MODEL_ID_CHARS = 256
+MAX_NAME_BYTES = 255  # NAME_MAX: no folder of the repository can have a longer name
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def validate_model_id(model_id: str) -> str:
         not model_id
         or "\\" in model_id
         or "\x00" in model_id
-        or any(not part or part.startswith(".") for part in parts)
+        or any(not part or part.startswith(".") for part in parts)  # "", ".", "..", hidden: a//b, ./x, x/
+        or any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts)
         or PurePosixPath(model_id).as_posix() != model_id
     ):
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
