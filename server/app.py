@@ -23,7 +23,7 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     if loader is None:
         from server.pipelines.loader import OpenVINOLoader  # imports OpenVINO: keep it off the unit-test path
 
-        loader = OpenVINOLoader(settings.model_defaults)
+        loader = OpenVINOLoader(settings.model_defaults, root=settings.model_repository)
     app = Sanic(f"ov_model_server_{next(_app_names)}", configure_logging=False)
     app.config.FALLBACK_ERROR_FORMAT = "json"
     # Sanic refuses a larger body from its Content-Length (413) before reading it.
@@ -54,7 +54,8 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
         app.ctx.initial_load = asyncio.get_running_loop().create_task(manager.initial_load())
         if watch:
             watcher = RepositoryWatcher(
-                manager, settings.model_repository, settle=settings.settle_seconds, rescan_interval=settings.rescan_seconds
+                manager, settings.model_repository, settle=settings.settle_seconds, rescan_interval=settings.rescan_seconds,
+                settle_max=settings.settle_max_seconds,
             )
             app.ctx.watcher = asyncio.get_running_loop().create_task(watcher.run())
 

@@ -25,7 +25,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         settle_seconds=args.settle_seconds,
+        settle_max_seconds=args.settle_max_seconds,
         rescan_seconds=args.rescan_seconds,
+        load_workers=args.load_workers,
         request_timeout_s=args.request_timeout,
         limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}),
         model_defaults=model_defaults(max_queued_requests=args.max_queued_requests,
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.add_argument("--settle-seconds", type=float, default=1.0,
                        help="quiet time after a change before it is applied (default 1.0)")
+    serve.add_argument("--settle-max-seconds", type=_positive, default=10.0,
+                       help="apply a change at the latest this long after it, even if writes go on; "
+                            "what is still being written is held back (default 10)")
+    serve.add_argument("--load-workers", type=_positive_count, default=2,
+                       help="model versions loaded at once; scans and releases have threads of their own (default 2)")
     serve.add_argument("--rescan-seconds", type=float, default=10.0,
                        help="periodic full rescan, for filesystems without events (default 10)")
     serve.add_argument("--request-timeout", type=_positive, default=None, metavar="SECONDS",

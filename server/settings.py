@@ -32,9 +32,12 @@ class Settings:
     # A change is acted on once the repository has been quiet this long, so that a model being
     # copied in is not loaded half-written.
     settle_seconds: float = 1.0
+    # Ceiling of settling: under a steady stream of writes a change is still applied this long after
+    # it (what is still being written is held back).
+    settle_max_seconds: float = 10.0
     # Full rescan period: covers filesystems that deliver no events (NFS, some bind mounts).
     rescan_seconds: float = 10.0
-    # Worker threads for blocking OpenVINO work (compile, release).
+    # Model versions loaded at once (threads of their own; scanning and releasing have separate ones).
     load_workers: int = 2
     # Deadline of one request (None: none); config.json's request_timeout_s overrides it per model.
     request_timeout_s: float | None = None

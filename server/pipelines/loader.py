@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -36,12 +37,31 @@ def with_server_defaults(spec: PipelineSpec, defaults: dict[str, dict]) -> Pipel
     return dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, **unset))
 
 
+def links_outside(folder: Path, root: Path) -> list[str]:
+    """Files or folders under `folder` that are symlinks resolving outside `root`: OpenVINO opens files
+    by name, so the scanner leaving such a file out of the fingerprint is not enough to keep it unread."""
+    root = Path(os.path.realpath(root))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # followlinks=False: linked folders are checked, not entered
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
+                found.append(path.relative_to(folder).as_posix())
+    return sorted(found)
+
+
 class OpenVINOLoader:
-    def __init__(self, model_defaults: dict[str, dict] | None = None) -> None:
+    def __init__(self, model_defaults: dict[str, dict] | None = None, *, root: Path | None = None) -> None:
         self._defaults = model_defaults or {}
+        self._root = root  # the repository: no file of a model may resolve outside it
 
     def load(self, version_path: Path, spec: PipelineSpec, model_id: str) -> LoadedModel:
         spec = with_server_defaults(spec, self._defaults)
+        outside = links_outside(version_path, self._root) if self._root is not None else []
+        if outside:
+            raise ModelLoadError(
+                f"version folder {version_path.name}/ holds symlinks that point outside the model repository "
+                f"({', '.join(outside[:5])}); copy the files in instead", code="FAILED_PRECONDITION")
         missing = ir.missing_files(spec.task, _files(version_path))
         if missing:
             raise ModelLoadError(

@@ -118,8 +118,10 @@ class ModelManager:
         if record is None:
             record = self._models[model_id] = ModelRecord(model_id, self.root / model_id)
         if entry is not None:
+            known = set(record.desired.warnings) if record.desired is not None else set()
             for warning in entry.warnings:
-                log.warning("repository_warning", model=model_id, message=warning)
+                if warning not in known:  # logged once, not at every change of the model
+                    log.warning("repository_warning", model=model_id, message=warning)
         record.desired = entry
         record.stamp += 1
         return self._spawn(self._reconcile(record))

@@ -57,7 +57,8 @@ def copy_model(source: Path, target: Path) -> Path:
 
 
 class ServerProcess:
-    def __init__(self, repository: Path, log_path: Path, *, settle: float = 0.5, rescan: float = 3.0) -> None:
+    def __init__(self, repository: Path, log_path: Path, *, settle: float = 0.5, rescan: float = 3.0,
+                 settle_max: float = 2.0) -> None:
         self.repository = repository
         self.log_path = log_path
         self.port = free_port()
@@ -65,7 +66,7 @@ class ServerProcess:
         self._args = [
             sys.executable, "-m", "server", "serve", "--model-repository", str(repository),
             "--port", str(self.port), "--log-format", "json",
-            "--settle-seconds", str(settle), "--rescan-seconds", str(rescan),
+            "--settle-seconds", str(settle), "--rescan-seconds", str(rescan), "--settle-max-seconds", str(settle_max),
         ]
         self.process: subprocess.Popen | None = None
 

@@ -1,6 +1,11 @@
+import os
+import shutil
 from pathlib import Path
+from typing import Iterator
 
-from server.repository.scan import diff, parse_version, scan, scan_model
+import pytest
+
+from server.repository.scan import Snapshot, diff, hold_unsettled, parse_version, scan, scan_model
 from tests.unit.fakes import write_model, write_version
 
 
@@ -70,3 +75,243 @@ def test_editing_a_file_changes_the_fingerprint(tmp_path: Path) -> None:
 def test_scan_of_missing_root_or_model_is_empty(tmp_path: Path) -> None:
     assert scan(tmp_path / "missing").models == {}
     assert scan_model(tmp_path, "missing") is None
+
+
+# ---------------------------------------------------------------- symlinks: the scan never leaves the repository
+
+@pytest.fixture
+def listed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every folder the scan lists, resolved."""
+    folders: list[str] = []
+    real_scandir = os.scandir
+
+    def recording_scandir(path: os.PathLike | str = ".") -> Iterator[os.DirEntry]:
+        folders.append(os.path.realpath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", recording_scandir)
+    return folders
+
+
+def _repository(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    write_model(root, "m", versions=(1,))
+    return root
+
+
+def _inside(folder: str, root: Path) -> bool:
+    return Path(folder) == root.resolve() or root.resolve() in Path(folder).parents
+
+
+def test_a_link_to_the_filesystem_root_is_skipped_with_a_warning(tmp_path: Path, listed: list[str]) -> None:
+    root = _repository(tmp_path)
+    os.symlink("/", root / "rootlink")
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["m"]
+    assert snapshot.warnings == ("symlink 'rootlink' skipped: points outside the repository (to /)",)
+    assert listed and all(_inside(folder, root) for folder in listed)
+
+
+def test_a_link_to_a_model_outside_is_not_served(tmp_path: Path, listed: list[str]) -> None:
+    root = _repository(tmp_path)
+    outside = write_model(tmp_path / "elsewhere", "model", versions=(1,))
+    os.symlink(outside, root / "borrowed")
+    os.symlink(outside, root / "m" / "2")  # as a version folder too
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["m"]
+    assert snapshot.warnings == (f"symlink 'borrowed' skipped: points outside the repository (to {outside.resolve()})",)
+    assert list(snapshot.models["m"].versions) == [1]
+    assert snapshot.models["m"].warnings == (f"symlink 'm/2' skipped: points outside the repository (to {outside.resolve()})",)
+    assert all(_inside(folder, root) for folder in listed)
+    assert scan_model(root, "borrowed") is None  # explicit loads follow the same rules
+
+
+def test_a_link_to_a_containing_folder_is_a_loop_and_the_model_appears_once(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write_model(root, "ns/m", versions=(1,))
+    os.symlink(".", root / "ns" / "again")
+    os.symlink("..", root / "ns" / "m" / "1" / "up")
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["ns/m"]
+    assert snapshot.warnings == ("symlink 'ns/again' skipped: loop (points to 'ns', a folder it is inside)",)
+    assert snapshot.models["ns/m"].warnings == ("symlink 'ns/m/1/up' skipped: loop (points to 'ns/m', a folder it is inside)",)
+    assert snapshot.models["ns/m"].versions[1].files == {"weights.txt"}
+
+
+def test_links_that_point_at_each_other_are_a_loop(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    os.symlink("b", root / "a")
+    os.symlink("a", root / "b")
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["m"]
+    assert [w.split(" (")[0] for w in snapshot.warnings] == ["symlink 'a' skipped: loop", "symlink 'b' skipped: loop"]
+
+
+def test_a_loop_through_hidden_folders_ends(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    (root / ".store" / "a").mkdir(parents=True)
+    (root / ".store" / "b").mkdir()
+    (root / ".store" / "a" / "weights.txt").write_text("w")
+    os.symlink("../b", root / ".store" / "a" / "to-b")
+    os.symlink("../a", root / ".store" / "b" / "to-a")
+    os.symlink("../.store/a", root / "m" / "2")
+    entry = scan(root).models["m"]
+    assert entry.versions[2].files == {"weights.txt"}
+    assert entry.warnings == ("symlink 'm/2/to-b/to-a' skipped: loop (points to '.store/a', a folder it is inside)",)
+
+
+def test_a_link_to_a_folder_of_the_repository_is_an_alias(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    os.symlink("m", root / "same-model")
+    os.symlink("1", root / "m" / "2")
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["m"]
+    assert list(snapshot.models["m"].versions) == [1]
+    assert snapshot.warnings == ("symlink 'same-model' skipped: alias of 'm'",)
+    assert snapshot.models["m"].warnings == ("symlink 'm/2' skipped: alias of 'm/1'",)
+
+
+def test_a_link_into_a_hidden_folder_is_followed(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    store = write_version(root / ".store", 2, "w2")
+    os.symlink("../.store/2", root / "m" / "2")
+    entry = scan(root).models["m"]
+    assert entry.warnings == ()
+    assert entry.versions[2].path == root / "m" / "2"
+    assert entry.versions[2].real_path == store.resolve()
+    assert entry.versions[2].files == {"weights.txt"}
+
+
+def test_two_links_to_one_hidden_model_give_it_one_id(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write_model(root, ".models/shared", versions=(1,))
+    os.symlink(".models/shared", root / "a")
+    os.symlink(".models/shared", root / "b")
+    os.symlink(".models", root / "z-namespace")  # reaches the same model as z-namespace/shared
+    snapshot = scan(root)
+    assert list(snapshot.models) == ["a"]
+    assert snapshot.warnings == ("symlink 'b' skipped: alias of 'a'", "folder 'z-namespace/shared' skipped: alias of 'a'")
+
+
+def test_file_links_count_only_when_they_stay_inside(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_text("outside")
+    (root / ".blobs").mkdir()
+    (root / ".blobs" / "shared.bin").write_text("inside")
+    os.symlink(secret, root / "m" / "1" / "stolen.bin")
+    os.symlink("../../.blobs/shared.bin", root / "m" / "1" / "shared.bin")
+    (root / "m" / "1" / "sub").mkdir()
+    os.symlink(tmp_path, root / "m" / "1" / "sub" / "up-and-out")
+    entry = scan(root).models["m"]
+    assert entry.versions[1].files == {"weights.txt", "shared.bin"}
+    assert dict((s[0], s[1]) for s in entry.versions[1].fingerprint)["shared.bin"] == len("inside")
+    assert entry.warnings == (
+        f"symlink 'm/1/stolen.bin' skipped: points outside the repository (to {secret.resolve()})",
+        f"symlink 'm/1/sub/up-and-out' skipped: points outside the repository (to {tmp_path.resolve()})",
+    )
+
+
+def test_a_config_link_outside_is_not_read(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    secret = tmp_path / "config.json"
+    secret.write_text('{"task": "embeddings"}')
+    os.symlink(secret, root / "m" / "config.json")
+    entry = scan(root).models["m"]
+    warning = f"symlink 'm/config.json' skipped: points outside the repository (to {secret.resolve()})"
+    assert entry.warnings == (warning,)
+    assert entry.config_raw == f"<unreadable: {warning}>".encode()  # reported as a broken config.json
+
+
+def test_the_same_links_give_the_same_warnings_on_every_scan(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    os.symlink("/", root / "rootlink")
+    os.symlink(".", root / "self")
+    os.symlink("/", root / "m" / "1" / "escape")
+    first, second = scan(root), scan(root)
+    assert first == second
+    assert len(first.warnings) == 2 and len(first.models["m"].warnings) == 1
+    assert diff(first, second).changed == set()
+
+
+def test_explicit_scan_of_a_model_follows_the_same_rules(tmp_path: Path) -> None:
+    root = _repository(tmp_path)
+    write_model(root, ".hidden/real", versions=(1,))
+    os.symlink(".hidden", root / "ns")
+    os.symlink("m", root / "alias")
+    assert scan_model(root, "ns/real").versions[1].files == {"weights.txt"}
+    assert scan_model(root, "alias") is None
+    assert scan_model(root, "m/1/../../m") is None
+
+
+# ---------------------------------------------------------------- holding back what is still being written
+
+def _snapshot_with(tmp_path: Path) -> tuple[Path, Snapshot]:
+    root = tmp_path / "repo"
+    write_model(root, "m", versions=(1,), config={"task": "embeddings"})
+    return root, scan(root)
+
+
+def test_a_version_being_written_keeps_its_previous_files(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    (root / "m" / "1" / "weights.txt").write_text("half-writ")
+    after = scan(root)
+    held = hold_unsettled(after, before, frozenset({root / "m" / "1" / "weights.txt"}))
+    assert held.models["m"].versions[1] == before.models["m"].versions[1]
+    assert hold_unsettled(after, before, frozenset()) is after
+
+
+def test_a_new_version_being_written_is_left_out(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    write_version(root / "m", 2)
+    write_version(root / "m", 3)
+    held = hold_unsettled(scan(root), before, frozenset({root / "m" / "2"}))
+    assert sorted(held.models["m"].versions) == [1, 3]
+
+
+def test_a_config_being_written_keeps_its_previous_text(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    (root / "m" / "config.json").write_text('{"task": "emb')
+    held = hold_unsettled(scan(root), before, frozenset({root / "m" / "config.json"}))
+    assert held.models["m"].config_raw == b'{"task": "embeddings"}'
+    assert held.models["m"] == before.models["m"]
+
+
+def test_a_new_model_still_being_written_is_left_out(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    write_model(root, "config-arriving", config={"task": "embeddings"})
+    write_model(root, "files-arriving", versions=(1,))
+    write_model(root, "complete", versions=(1,))
+    unsettled = frozenset({root / "config-arriving" / "config.json", root / "files-arriving" / "1" / "weights.txt"})
+    held = hold_unsettled(scan(root), before, unsettled)
+    assert sorted(held.models) == ["complete", "m"]
+
+
+def test_a_removal_still_under_way_keeps_the_previous_entry(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    write_version(root / "m", 2)
+    write_model(root, "gone", versions=(1,))
+    before = scan(root)
+    shutil.rmtree(root / "m" / "2")
+    shutil.rmtree(root / "gone")
+    after = scan(root)
+    held = hold_unsettled(after, before, frozenset({root / "m" / "2" / "weights.txt", root / "gone" / "1"}))
+    assert held.models == before.models
+    assert hold_unsettled(after, before, frozenset({root / "unrelated.log"})).models == after.models
+
+
+def test_writes_outside_version_folders_hold_nothing(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    write_version(root / "m", 2)
+    write_model(root, "new", versions=(1,))
+    after = scan(root)
+    unsettled = frozenset({root / "server.log", root / "m", root / "m" / "notes.txt", root})
+    assert hold_unsettled(after, before, unsettled).models == after.models
+
+
+def test_writes_in_the_real_folder_of_a_linked_version_hold_it(tmp_path: Path) -> None:
+    root, before = _snapshot_with(tmp_path)
+    write_version(root / ".store", 2)
+    os.symlink("../.store/2", root / "m" / "2")
+    held = hold_unsettled(scan(root), before, frozenset({(root / ".store" / "2" / "weights.txt").resolve()}))
+    assert sorted(held.models["m"].versions) == [1]

@@ -1,0 +1,102 @@
+"""The repository cannot be turned against the server: symlinks never lead the scanner out of it or
+round in circles, and a steady stream of writes cannot stop changes from being applied."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from tests.e2e.harness import ServerProcess, copy_model, wait_for
+
+
+def _warnings(server: ServerProcess, text: str) -> list[dict]:
+    return [e for e in server.log_events("repository_warning") if text in e.get("message", "")]
+
+
+def _served_ids(server: ServerProcess) -> set[str]:
+    return {name for name, _ in server.index()}
+
+
+@contextlib.contextmanager
+def _written_every(path: Path, seconds: float) -> Iterator[None]:
+    stop = threading.Event()
+
+    def write() -> None:
+        count = 0
+        with path.open("a") as log:
+            while not stop.is_set():
+                count += 1
+                log.write(f"line {count}\n")
+                log.flush()
+                stop.wait(seconds)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_link_to_the_filesystem_root_is_skipped_and_changes_keep_coming(server: ServerProcess, models: Path) -> None:
+    link = server.repository / "rootlink"
+    os.symlink("/", link)
+    try:
+        copy_model(models / "tiny-embed", server.repository / "after-rootlink" / "embed")
+        server.wait_states("after-rootlink/embed", {"1": "AVAILABLE"})
+        text = "symlink 'rootlink' skipped: points outside the repository (to /)"
+        wait_for(lambda: _warnings(server, text), what="the skipped link in the log")
+        # Later rescans see the same link: it is logged once, when it first appears.
+        copy_model(models / "tiny-embed", server.repository / "after-rootlink" / "second")
+        server.wait_states("after-rootlink/second", {"1": "AVAILABLE"})
+        assert len(_warnings(server, text)) == 1
+    finally:
+        link.unlink()
+
+
+def test_a_symlink_loop_shows_the_model_once(server: ServerProcess, models: Path) -> None:
+    namespace = server.repository / "loop"
+    namespace.mkdir()
+    os.symlink(".", namespace / "again")
+    copy_model(models / "tiny-embed", namespace / "embed")
+    server.wait_states("loop/embed", {"1": "AVAILABLE"})
+    assert {m for m in _served_ids(server) if m.startswith("loop/")} == {"loop/embed"}
+    wait_for(lambda: _warnings(server, "symlink 'loop/again' skipped: loop (points to 'loop', a folder it is inside)"),
+             what="the loop in the log")
+
+
+def test_a_link_to_a_model_outside_is_not_served(server: ServerProcess, models: Path, tmp_path: Path) -> None:
+    outside = copy_model(models / "tiny-embed", tmp_path / "outside-model")
+    os.symlink(outside, server.repository / "borrowed")
+    text = f"symlink 'borrowed' skipped: points outside the repository (to {outside.resolve()})"
+    wait_for(lambda: _warnings(server, text), what="the skipped link in the log")
+    assert "borrowed" not in _served_ids(server)
+    assert server.get("/v1/models/borrowed").status_code == 404
+
+
+def test_a_model_added_during_steady_writes_becomes_available(server: ServerProcess, models: Path) -> None:
+    with _written_every(server.repository / "activity.log", 0.2):
+        copy_model(models / "tiny-embed", server.repository / "during-writes" / "embed")
+        server.wait_states("during-writes/embed", {"1": "AVAILABLE"})
+
+
+def test_a_version_file_linked_outside_the_repository_is_never_opened(server: ServerProcess, models: Path,
+                                                                       tmp_path: Path) -> None:
+    outside = tmp_path / "outside-weights.bin"
+    outside.write_bytes((models / "tiny-embed" / "1" / "openvino_model.bin").read_bytes())
+    staging = server.repository / ".linked-file"
+    copy_model(models / "tiny-embed", staging)
+    (staging / "1" / "openvino_model.bin").unlink()
+    os.symlink(outside, staging / "1" / "openvino_model.bin")
+    staging.rename(server.repository / "linked-file")
+
+    def refused() -> dict | None:
+        status = server.get("/v1/models/linked-file").json().get("model_version_status", [])
+        return status[0] if status and status[0]["state"] == "END" else None
+    status = wait_for(refused, what="the version refused")
+    assert status["status"]["error_code"] == "FAILED_PRECONDITION"
+    assert "outside the model repository" in status["status"]["error_message"]
