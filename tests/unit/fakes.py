@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -42,11 +43,36 @@ class FakeModel:
         self.closed = True
 
 
+GATE_WAIT_S = 20.0  # a failure bound only: tests open their gates
+
+
+class Gate:
+    """Holds every load of one model (after it read its weights) until opened; `started` is set when a
+    load reaches the gate, so tests signal load start and end through events instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+        self.entered = 0
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, GATE_WAIT_S), "the load never started"
+
+    def open(self) -> None:
+        self.opened.set()
+
+
 class FakeLoader:
     def __init__(self) -> None:
         self.loaded: list[FakeModel] = []
         self.load_calls = 0
+        self.gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
+
+    def hold(self, model_id: str) -> Gate:
+        """From now on, loads of `model_id` wait at a gate until the test opens it."""
+        self.gates[model_id] = gate = Gate()
+        return gate
 
     def load(self, version_path: Path, spec: PipelineSpec, model_id: str) -> FakeModel:
         with self._lock:
@@ -55,6 +81,11 @@ class FakeLoader:
         if not weights_file.exists():
             raise ModelLoadError(f"version folder {version_path.name}/ lacks weights.txt", code="FAILED_PRECONDITION")
         weights = weights_file.read_text()  # read before the delay: the files may change while "compiling"
+        gate = self.gates.get(model_id)
+        if gate is not None:
+            gate.entered += 1
+            gate.started.set()
+            assert gate.opened.wait(GATE_WAIT_S), "the test never opened the gate"
         delay = version_path / "delay.txt"
         if delay.exists():
             time.sleep(float(delay.read_text()))

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 from server.errors import BadRequest, Conflict, ModelNotFound, ModelNotReady
@@ -21,46 +18,13 @@ EMBED = {"task": "embeddings"}
 WAIT_S = 20.0  # a failure bound only: every wait below ends on an event
 
 
-class Gate:
-    """Holds every load of one model until opened; `started` is set when a load reaches the gate."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.opened = threading.Event()
-        self.entered = 0
-
-    async def wait_started(self) -> None:
-        assert await asyncio.to_thread(self.started.wait, WAIT_S), "the load never started"
-
-    def open(self) -> None:
-        self.opened.set()
-
-
-class GatedLoader(FakeLoader):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gates: dict[str, Gate] = {}
-
-    def hold(self, model_id: str) -> Gate:
-        self.gates[model_id] = gate = Gate()
-        return gate
-
-    def load(self, version_path: Path, spec: Any, model_id: str):
-        gate = self.gates.get(model_id)
-        if gate is not None:
-            gate.entered += 1
-            gate.started.set()
-            assert gate.opened.wait(WAIT_S), "the test never opened the gate"
-        return super().load(version_path, spec, model_id)
+@pytest.fixture
+def loader() -> FakeLoader:
+    return FakeLoader()
 
 
 @pytest.fixture
-def loader() -> GatedLoader:
-    return GatedLoader()
-
-
-@pytest.fixture
-async def manager(tmp_path: Path, loader: GatedLoader):
+async def manager(tmp_path: Path, loader: FakeLoader):
     manager = ModelManager(tmp_path, loader)
     yield manager
     for gate in loader.gates.values():
@@ -88,7 +52,7 @@ async def wait_until(predicate, what: str) -> None:
 
 
 async def test_a_serving_version_stays_available_while_its_reload_is_built(tmp_path: Path, manager: ModelManager,
-                                                                        loader: GatedLoader) -> None:
+                                                                        loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     serving = manager.resolve("m")
@@ -111,7 +75,7 @@ async def test_a_serving_version_stays_available_while_its_reload_is_built(tmp_p
 
 
 async def test_a_reload_overtaken_by_a_revert_leaves_what_was_there(tmp_path: Path, manager: ModelManager,
-                                                                   loader: GatedLoader) -> None:
+                                                                   loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     serving = manager.resolve("m")
@@ -132,7 +96,7 @@ async def test_a_reload_overtaken_by_a_revert_leaves_what_was_there(tmp_path: Pa
 
 
 async def test_an_overtaken_load_of_a_new_version_restores_its_absence(tmp_path: Path, manager: ModelManager,
-                                                                      loader: GatedLoader) -> None:
+                                                                      loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     gate = loader.hold("m")
@@ -150,7 +114,7 @@ async def test_an_overtaken_load_of_a_new_version_restores_its_absence(tmp_path:
 
 
 async def test_a_drain_ending_after_a_reload_began_does_not_end_the_reload(tmp_path: Path, manager: ModelManager,
-                                                                         loader: GatedLoader) -> None:
+                                                                         loader: FakeLoader) -> None:
     write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     gate = loader.hold("m")
@@ -167,7 +131,7 @@ async def test_a_drain_ending_after_a_reload_began_does_not_end_the_reload(tmp_p
     assert not manager.resolve("m").model.broken
 
 
-async def test_reads_never_repair(tmp_path: Path, manager: ModelManager, loader: GatedLoader) -> None:
+async def test_reads_never_repair(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
     write_model(tmp_path, "a", config=EMBED)
     write_model(tmp_path, "b", config=EMBED)
     await apply(manager)
@@ -202,7 +166,7 @@ async def test_unload_answers_once_routing_stopped_while_a_request_drains(tmp_pa
 
 
 async def test_explicit_load_overtaken_by_a_change_on_disk_says_so(tmp_path: Path, manager: ModelManager,
-                                                                  loader: GatedLoader) -> None:
+                                                                  loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     gate = loader.hold("m")
@@ -230,7 +194,7 @@ async def test_failed_calls_leave_no_record(tmp_path: Path, manager: ModelManage
     assert sorted(manager._models) == ["m"]
 
 
-async def test_load_with_a_config_override(tmp_path: Path, manager: ModelManager, loader: GatedLoader) -> None:
+async def test_load_with_a_config_override(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
     path = write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     assert manager.effective_config("m")["embeddings"]["normalize"] is True
@@ -250,7 +214,7 @@ async def test_load_with_a_config_override(tmp_path: Path, manager: ModelManager
     assert manager.effective_config("m")["embeddings"]["normalize"] is True
 
 
-async def test_a_slow_load_does_not_stall_rescans_or_releases(tmp_path: Path, loader: GatedLoader) -> None:
+async def test_a_slow_load_does_not_stall_rescans_or_releases(tmp_path: Path, loader: FakeLoader) -> None:
     manager = ModelManager(tmp_path, loader, load_workers=2)
     try:
         keep = write_model(tmp_path, "keep", versions=(1, 2), config={**EMBED, "model_version_policy": {"all": {}}})
@@ -277,7 +241,7 @@ async def test_a_slow_load_does_not_stall_rescans_or_releases(tmp_path: Path, lo
         await manager.close()
 
 
-async def test_explicit_calls_have_exact_outcomes(tmp_path: Path, manager: ModelManager, loader: GatedLoader) -> None:
+async def test_explicit_calls_have_exact_outcomes(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
     write_model(tmp_path, "m", config=EMBED)
     await apply(manager)
     gate = loader.hold("m")

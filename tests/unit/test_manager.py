@@ -74,8 +74,7 @@ async def test_retired_version_drains_in_flight_requests(tmp_path: Path, manager
     await apply(manager)
     async with manager.lease("m") as instance:
         write_version(path, 2)
-        await manager.rescan()
-        await asyncio.sleep(0.05)
+        await manager.rescan()  # returns once the load is done and swapped in
         assert manager.resolve("m").version == 2  # new requests go to the new version
         assert states(manager, "m")[1] == "UNLOADING"
         assert not instance.model.closed  # still in use
@@ -177,12 +176,16 @@ async def test_settings_edit_reloads_with_swap(tmp_path: Path, manager: ModelMan
 
 
 async def test_load_overtaken_by_newer_change_is_discarded(tmp_path: Path, manager: ModelManager, loader: FakeLoader) -> None:
-    path = write_model(tmp_path, "m", versions={1: "old"}, config=EMBED, delay=0.3)
+    path = write_model(tmp_path, "m", versions={1: "old"}, config=EMBED)
+    gate = loader.hold("m")
     first = asyncio.create_task(manager.rescan())
-    await asyncio.sleep(0.1)  # the load of "old" is under way
+    await gate.wait_started()  # the load of "old" is under way
     (path / "1" / "weights.txt").write_text("new!")
-    await manager.rescan()
-    await first
+    second = asyncio.create_task(manager.rescan())
+    while manager._models["m"].stamp < 2:  # the newer change is scheduled before the old load ends
+        await asyncio.sleep(0.01)
+    gate.open()
+    await asyncio.gather(first, second)
     await manager.settle()
     assert manager.resolve("m").model.weights == "new!"
     assert [m.weights for m in loader.loaded] == ["old", "new!"]
