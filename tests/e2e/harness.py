@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -147,3 +148,19 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")
+
+
+@contextlib.contextmanager
+def running_server(root: Path, sources: dict[str, Path] | None = None, **options: float) -> Iterator[ServerProcess]:
+    """A real server on `root` (each model of `sources` published into it first, the safe way), stopped
+    afterwards; its log must hold no traceback."""
+    for model_id, source in (sources or {}).items():
+        copy_model(source, root / model_id)
+    log_path = root.parent / "server.log"
+    process = ServerProcess(root, log_path, **options).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+    log = log_path.read_text()
+    assert "Traceback" not in log, log[-4000:]

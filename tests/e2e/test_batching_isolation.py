@@ -12,23 +12,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ServerProcess, copy_model
+from tests.e2e.harness import ServerProcess, running_server
 
 
 @pytest.fixture(scope="module")
 def server(models: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("batching-repository")
-    copy_model(models / "tiny-rerank", root / "tiny-rerank")
-    copy_model(models / "tiny-embed", root / "tiny-embed")
     staging = root / ".tiny-rerank-queue"
     shutil.copytree(models / "tiny-rerank", staging)
     (staging / "config.json").write_text(json.dumps({"task": "rerank", "rerank": {"max_queued_items": 4}}))
     staging.rename(root / "tiny-rerank-queue")
-    process = ServerProcess(root, root.parent / "server.log").start()
-    yield process
-    process.stop()
-    log = (root.parent / "server.log").read_text()
-    assert "Traceback" not in log, log[-4000:]
+    with running_server(root, {"tiny-rerank": models / "tiny-rerank", "tiny-embed": models / "tiny-embed"}) as process:
+        yield process
 
 
 def test_empty_documents_are_ranked(server: ServerProcess) -> None:
