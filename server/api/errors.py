@@ -3,6 +3,10 @@
 - OpenAI routes (/v3/...):   {"error": {"message", "type", "param", "code"}}
 - Cohere routes:            {"message": ...}
 - TF Serving / KServe:      {"error": "..."}
+
+Every error answered here is counted in ovms_requests_rejected_total{route, reason}: one place, so no
+refusal (429, 400, 413, 404, 503, 504, ...) escapes the count. Errors inside a stream that already
+started (server/api/sse.py) are part of a 200 response, not refusals.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
+from server import metrics
+from server.api.observability import route_label
 from server.errors import ServerError
 
 log = structlog.get_logger("server.api")
@@ -61,12 +67,18 @@ def as_server_error(exc: Exception) -> ServerError:
     return ServerError("The server failed to process the request; the error was logged")
 
 
+def rejection_reason(error: ServerError) -> str:
+    """The error's code (a fixed word from our taxonomy, never client text), else its HTTP status."""
+    return error.code or str(error.status)
+
+
 async def handle_exception(request: Request, exc: Exception) -> HTTPResponse:
     error = as_server_error(exc)
     if error.status >= 500 and not isinstance(exc, ServerError):
         log.error("unhandled_error", path=request.path, request_id=getattr(request.ctx, "request_id", None),
                   exc_info=exc)
-    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    metrics.REJECTED.labels(route_label(request), rejection_reason(error)).inc()
+    headers = {**error.headers, **({"Retry-After": "1"} if error.status in (429, 503) else {})}
     return json(envelope_for(request.path)(error), status=error.status, headers=headers)
 
 

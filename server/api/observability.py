@@ -19,6 +19,11 @@ bp = Blueprint("observability")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def route_label(request: Request) -> str:
+    """The route's pattern (bounded label values), not the path a client sent."""
+    return request.route.path if request.route else "unmatched"
+
+
 @bp.get("/metrics")
 async def prometheus_metrics(request: Request) -> HTTPResponse:
     return raw(generate_latest(), content_type=CONTENT_TYPE_LATEST)
@@ -38,7 +43,7 @@ async def finish_request(request: Request, response: HTTPResponse) -> None:
     if started is None:
         return
     latency = time.perf_counter() - started
-    route = request.route.path if request.route else "unmatched"
+    route = route_label(request)
     response.headers["x-request-id"] = request.ctx.request_id
     metrics.REQUESTS.labels(request.method, route, str(response.status)).inc()
     metrics.REQUEST_LATENCY.labels(request.method, route).observe(latency)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class _Job:
     future: asyncio.Future
     results: list = field(init=False)
     next: int = 0  # first item not yet handed to a batch
+    submitted: float = field(default_factory=time.perf_counter)  # for the queue-wait metric
     done: int = 0  # items with a result
     queued: bool = True  # in the round-robin queue (has undispatched items)
 
@@ -76,6 +78,7 @@ class MicroBatcher(Generic[T, R]):
         self._run_batch = run_batch
         self._name = name
         self._batch_size = metrics.BATCH_SIZE.labels(name)
+        self._queue_wait = metrics.BATCH_QUEUE_WAIT.labels(name)
         self._max = max_batch_size
         self._wait = wait_s
         self._max_queued = DEFAULT_MAX_QUEUED_ITEMS if max_queued_items is None else max_queued_items
@@ -165,6 +168,9 @@ class MicroBatcher(Generic[T, R]):
             if not batch:
                 continue
             self._batch_size.observe(len(batch))
+            started = time.perf_counter()
+            for job, _ in batch:  # one observation per item: how long it waited for this batch
+                self._queue_wait.observe(started - job.submitted)
             self._running = [job for job, _ in batch]
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._execute, batch)

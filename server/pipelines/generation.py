@@ -5,6 +5,11 @@ GenerationEngine that talks to the worker (server/pipelines/generation_worker.py
 pipe is watched by the event loop itself (add_reader), so a step's tokens reach their requests'
 queues without a thread hop. Request ids are unique for the worker's life: a duplicate id breaks a
 ContinuousBatchingPipeline for good.
+
+Metrics: the engine times each sequence from its admission (admit()) to its first token, between its
+outputs and to its last token, where the updates arrive (one perf_counter() per message, one histogram
+observe per update); the worker's step messages carry the pipeline's figures (KV cache, scheduled
+requests), which become gauges here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,10 +83,14 @@ class EngineUnavailable(RuntimeError):
 
 
 class Reservation:
-    """Engine slots admitted for one request's sequences until each starts or the request ends."""
+    """Engine slots admitted for one request's sequences until each starts or the request ends; also the
+    request's admission time and prompt size, for its metrics."""
 
     def __init__(self, engine: "GenerationEngine", sequences: int) -> None:
         self._engine, self._left = engine, sequences
+        self.admitted = time.perf_counter()
+        self.prompt_tokens = 0  # set by generate(); counted once, when the first sequence is prefilled
+        self._prompt_counted = False
 
     def take(self) -> None:
         if self._left:
@@ -90,6 +100,24 @@ class Reservation:
     def release(self) -> None:
         self._engine._reserved -= self._left
         self._left = 0
+        self._engine._publish_load()
+
+    def prefilled(self) -> None:
+        """One of its sequences produced its first output: the prompt was processed (as usage counts it)."""
+        if not self._prompt_counted:
+            self._prompt_counted = True
+            self._engine._prompt_tokens.inc(self.prompt_tokens)
+
+
+class _Sequence:
+    """One open sequence: where its updates go, and its timing so far."""
+
+    __slots__ = ("updates", "reservation", "first", "last", "tokens")
+
+    def __init__(self, updates: asyncio.Queue, reservation: Reservation) -> None:
+        self.updates, self.reservation = updates, reservation
+        self.first = self.last = 0.0  # perf_counter() of its first and latest output (0: none yet)
+        self.tokens = 0
 
 
 class GenerationEngine:
@@ -99,10 +127,22 @@ class GenerationEngine:
 
     def __init__(self, path: Path, spec: PipelineSpec, model_id: str, version: str) -> None:
         self._name = f"{model_id}:{version}"
-        self._active_gauge = metrics.GENERATION_ACTIVE.labels(model_id, version)
-        self._tokens_counter = metrics.GENERATED_TOKENS.labels(model_id, version)
+        labels = (model_id, version)
+        self._active_gauge = metrics.GENERATION_ACTIVE.labels(*labels)
+        self._running_gauge = metrics.RUNNING.labels(*labels)
+        self._waiting_gauge = metrics.WAITING.labels(*labels)
+        self._tokens_counter = metrics.GENERATED_TOKENS.labels(*labels)
+        self._prompt_tokens = metrics.PROMPT_TOKENS.labels(*labels)
+        self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(*labels)
+        self._itl = metrics.INTER_TOKEN_LATENCY.labels(*labels)
+        self._tpot = metrics.TIME_PER_OUTPUT_TOKEN.labels(*labels)
+        self._e2e = metrics.E2E_LATENCY.labels(*labels)
+        self._figure_gauges = (metrics.KV_CACHE_USAGE.labels(*labels), metrics.KV_CACHE_MAX_USAGE.labels(*labels),
+                               metrics.KV_CACHE_BYTES.labels(*labels), metrics.ENGINE_REQUESTS.labels(*labels),
+                               metrics.ENGINE_SCHEDULED.labels(*labels))  # in EngineFigures' order
+        self._scheduled_open = 0  # sequences the worker last said are scheduled and open
         self._ids = itertools.count()
-        self._queues: dict[int, asyncio.Queue] = {}
+        self._queues: dict[int, _Sequence] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead: str | None = None  # why requests can no longer be added
         self._broken: str | None = None  # why the worker died on its own (not by close())
@@ -169,13 +209,15 @@ class GenerationEngine:
         self._attach()
         if self._dead:
             raise EngineUnavailable(self._dead)
-        (reservation or self.admit()).take()
+        reservation = reservation or self.admit()
+        reservation.take()
+        reservation.prompt_tokens = len(prompt_ids)  # the same prompt for all of a request's choices
         self._arm_stall_timer()
         request_id = next(self._ids)
         updates: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = updates
+        self._queues[request_id] = _Sequence(updates, reservation)
         self._outbox.put(("add", request_id, prompt_ids, params, stop or [], include_stop))
-        self._active_gauge.set(len(self._queues))
+        self._publish_load()
         try:
             while True:
                 update = await updates.get()
@@ -186,7 +228,7 @@ class GenerationEngine:
             if self._queues.pop(request_id, None) is not None:  # left early: free its slot and KV cache
                 if not self._dead:
                     self._outbox.put(("cancel", request_id))
-                self._active_gauge.set(len(self._queues))
+                self._publish_load()
 
     def admit(self, sequences: int = 1) -> "Reservation":
         """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, Overloaded (429)
@@ -198,7 +240,24 @@ class GenerationEngine:
         if len(self._queues) + self._reserved + sequences > self._capacity:
             raise Overloaded(f"The generation queue is full ({self._capacity} requests); retry later")
         self._reserved += sequences
-        return Reservation(self, sequences)
+        reservation = Reservation(self, sequences)
+        self._publish_load()
+        return reservation
+
+    def _publish_load(self) -> None:
+        """Open sequences, running (scheduled by the pipeline's latest step) and waiting (admitted, not
+        scheduled: reserved slots, sequences on their way to the worker or queued in its scheduler)."""
+        open_sequences = len(self._queues)
+        running = min(self._scheduled_open, open_sequences)
+        self._active_gauge.set(open_sequences)
+        self._running_gauge.set(running)
+        self._waiting_gauge.set(open_sequences + self._reserved - running)
+
+    def _record_figures(self, figures: tuple) -> None:
+        """EngineFigures from the worker (see generation_worker.py): cache usage and scheduler counts."""
+        for gauge, value in zip(self._figure_gauges, figures):  # all but the last: `running`
+            gauge.set(value)
+        self._scheduled_open = figures[-1]
 
     def _attach(self) -> None:
         if self._loop is None:
@@ -233,19 +292,44 @@ class GenerationEngine:
         self._last_heard = self._loop.time()
         try:
             while self._conn.poll():
-                kind, updates = self._conn.recv()
+                kind, updates, figures = self._conn.recv()
+                now = time.perf_counter()
                 self._rebuilding = kind == "rebuilding"  # a rebuild may be silent as long as a load
+                if figures is not None:
+                    self._record_figures(figures)
                 for request_id, text, token_ids, logprobs, finish, error in updates:
                     self._tokens_counter.inc(len(token_ids))
-                    updates_queue = self._queues.get(request_id)
-                    if updates_queue is None:
+                    sequence = self._queues.get(request_id)
+                    if sequence is None:
                         continue  # cancelled meanwhile
+                    if token_ids:
+                        self._timed(sequence, len(token_ids), now)
                     if finish or error:
                         del self._queues[request_id]
-                    updates_queue.put_nowait(TokenUpdate(text, token_ids, logprobs, finish, error))
+                        if finish:
+                            self._finished(sequence, now)
+                    sequence.updates.put_nowait(TokenUpdate(text, token_ids, logprobs, finish, error))
         except (EOFError, OSError):
             self._on_worker_gone()
-        self._active_gauge.set(len(self._queues))
+        self._publish_load()
+
+    def _timed(self, sequence: _Sequence, tokens: int, now: float) -> None:
+        """A sequence's output arrived: its first (time to first token) or a next one (inter-token latency)."""
+        if sequence.tokens:
+            self._itl.observe(now - sequence.last)
+        else:
+            sequence.first = now
+            self._ttft.observe(now - sequence.reservation.admitted)
+            sequence.reservation.prefilled()
+        sequence.last = now
+        sequence.tokens += tokens
+
+    def _finished(self, sequence: _Sequence, now: float) -> None:
+        """A sequence ended normally (not cancelled, not failed): its end-to-end latency and time per token."""
+        sequence.reservation.prefilled()  # also when it ended without output
+        self._e2e.observe(now - sequence.reservation.admitted)
+        if sequence.tokens > 1:
+            self._tpot.observe((sequence.last - sequence.first) / (sequence.tokens - 1))
 
     def _on_worker_gone(self) -> None:
         """On the event loop: the pipe broke. Unexpected unless close() said so first."""
@@ -264,10 +348,11 @@ class GenerationEngine:
 
     def _fail_all(self, reason: str) -> None:
         """End every open request with an error (never leave a stream waiting for a worker that is gone)."""
-        for updates_queue in self._queues.values():
-            updates_queue.put_nowait(TokenUpdate(error=reason))
+        for sequence in self._queues.values():
+            sequence.updates.put_nowait(TokenUpdate(error=reason))
         self._queues.clear()
-        self._active_gauge.set(0)
+        self._scheduled_open = 0
+        self._publish_load()
 
     # ------------------------------------------------------------ any thread
 
@@ -298,6 +383,7 @@ class GenerationEngine:
     def _detach(self) -> None:
         self._loop.remove_reader(self._conn.fileno())
         self._fail_all(self._dead)
+        self._record_figures((0.0, 0.0, 0, 0, 0, 0))  # no pipeline any more
         self._conn.close()
 
     def _stop_process(self) -> None:

@@ -9,9 +9,13 @@ in a multiprocessing Connection (messages are tuples, pickled):
   parent -> worker  (path, settings, device, plugin_config)   once, first (settings: GenerationSettings as a dict)
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids"}) | ("failed", message)   once, after the build
-                    ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...])   per step
-                    (an empty list at most once a second is a heartbeat) | ("rebuilding", [])
-finish_reason is "stop" or "length" on a request's last update; error ends a request too.
+                    ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...], figures)
+                    per step (an empty list at most once a second is a heartbeat) | ("rebuilding", [], None)
+finish_reason is "stop" or "length" on a request's last update; error ends a request too. figures is the
+pipeline's state after the latest good step (EngineFigures as a tuple, from get_metrics(): one call, about a
+microsecond) or None when unknown; the server turns it into its Prometheus gauges. When the last request
+ends, the worker runs one empty step (it frees the finished requests' KV-cache blocks) and reports the idle
+figures, so the gauges do not keep showing the last busy step.
 
 A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
 scheduling phase"), and the usual cause is one request (a grammar xgrammar cannot compile fails in that
@@ -34,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import openvino as ov
@@ -74,6 +78,29 @@ class _Output:
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
     error: str | None = None
+
+
+class EngineFigures(NamedTuple):
+    """The pipeline's state after a step (sent as a plain tuple)."""
+
+    cache_usage: float  # fraction of the KV cache in use, 0 to 1 (get_metrics() says percent)
+    max_cache_usage: float  # peak fraction over this pipeline's life
+    cache_bytes: int  # KV-cache size the pipeline allocated
+    requests: int  # requests the pipeline holds
+    scheduled: int  # requests it scheduled in the step
+    running: int  # of those, the ones still open after the step (finished ones are not running any more)
+
+
+def engine_figures(pipeline: object, running_bound: int, ended: int = 0) -> tuple | None:
+    """`running_bound`: requests still open after the step; `ended`: requests that ended in it."""
+    try:
+        metrics = pipeline.get_metrics()
+        scheduled = int(metrics.scheduled_requests)
+        return tuple(EngineFigures(float(metrics.cache_usage) / 100, float(metrics.max_cache_usage) / 100,
+                                   int(metrics.kv_cache_size_in_bytes), int(metrics.requests), scheduled,
+                                   max(0, min(scheduled - ended, running_bound))))
+    except Exception:  # a pipeline in a bad state (or a test fake without metrics): figures unknown
+        return None
 
 
 STEP_FAILED = "the engine could not run this request"  # no library internals: clients see this
@@ -120,6 +147,7 @@ class Worker:
         self._closing = False
         self._failed_steps = 0  # in a row
         self._last_sent = time.monotonic()
+        self._figures: tuple | None = None  # EngineFigures after the latest good step
 
     def run(self) -> None:
         while not self._closing:
@@ -136,6 +164,19 @@ class Worker:
                 return
             if self._active or self._pipeline.has_non_finished_requests():
                 self._step()
+                if not self._active and not self._pipeline.has_non_finished_requests():
+                    self._settle()
+
+    def _settle(self) -> None:
+        """Idle after the last request ended: one empty step frees its KV-cache blocks (else they stay
+        counted until the next request), then the idle figures go out."""
+        try:
+            self._pipeline.step()
+        except Exception:  # a broken pipeline shows in the next request's step, which recovers
+            _log_exception("generation_idle_step_failed")
+            return
+        self._figures = engine_figures(self._pipeline, 0)
+        self._send([], force=True)
 
     def _release_all(self) -> None:
         """On close: cancel what still runs and let one step free its KV-cache blocks, so the pipeline
@@ -183,6 +224,7 @@ class Worker:
             return
         self._failed_steps = 0
         self._fresh.clear()
+        open_before = len(self._active)
         errors: list[tuple] = []
         outputs: list[tuple[_Request, _Output]] = []
         for request in list(self._active.values()):
@@ -198,6 +240,7 @@ class Worker:
             errors += self._fail([r.request_id for r, _ in outputs], STEP_FAILED)
             outputs, texts = [], []
         updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
+        self._figures = engine_figures(self._pipeline, len(self._active), open_before - len(self._active))
         self._send([u for u in updates if u is not None] + errors)
 
     def _recover(self) -> None:
@@ -214,6 +257,7 @@ class Worker:
             suspects = [*self._active]
             _log_exception("generation_step_failed_unexplained", requests=len(suspects))
         self._fresh.clear()
+        self._figures = None  # the broken pipeline's figures mean nothing any more
         errors = self._fail(suspects, STEP_FAILED)
         if self._failed_steps >= MAX_FAILED_STEPS or self._rebuild is None:
             self._send(errors)
@@ -293,14 +337,14 @@ class Worker:
             return None
         return (request.request_id, text, output.token_ids, output.logprobs, finish, output.error)
 
-    def _send(self, updates: list[tuple], kind: str = "updates") -> None:
-        """Send updates; with nothing to say, a heartbeat at most once a second, so a long prefill (many
-        steps before a first token) is never mistaken for a stalled worker."""
+    def _send(self, updates: list[tuple], kind: str = "updates", *, force: bool = False) -> None:
+        """Send updates (with the latest figures); with nothing to say, a heartbeat at most once a second,
+        so a long prefill (many steps before a first token) is never mistaken for a stalled worker."""
         now = time.monotonic()
-        if not updates and kind == "updates" and now - self._last_sent < HEARTBEAT_S:
+        if not updates and kind == "updates" and not force and now - self._last_sent < HEARTBEAT_S:
             return
         try:
-            self._conn.send((kind, updates))
+            self._conn.send((kind, updates, self._figures if kind == "updates" else None))
             self._last_sent = now
         except (BrokenPipeError, OSError):
             self._closing = True

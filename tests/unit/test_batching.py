@@ -2,6 +2,7 @@ import asyncio
 import threading
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from server.errors import BadRequest, EngineFailure, Overloaded
@@ -212,6 +213,35 @@ async def test_a_full_batch_does_not_wait_even_when_idle() -> None:
     batcher = MicroBatcher(lambda items: items, max_batch_size=2, wait_s=0.5, name="t", sleep=sleep)
     assert await batcher.submit(["a", "b"]) == ["a", "b"]
     assert sleeps == []
+    batcher.close()
+
+
+async def test_queue_wait_is_observed_once_per_item_and_counts_the_time_behind_a_running_batch() -> None:
+    name = "queue-wait-test"
+    gate, hold_s = Gate(), 0.05
+
+    def wait_figures() -> tuple[float, float]:
+        sample = REGISTRY.get_sample_value
+        labels = {"model": name}
+        return (sample("ovms_batch_queue_wait_seconds_count", labels) or 0.0,
+                sample("ovms_batch_queue_wait_seconds_sum", labels) or 0.0)
+
+    def run(items: list[str]) -> list[str]:
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0, name=name)
+    first = asyncio.create_task(batcher.submit(["a"]))
+    await gate.wait_started()
+    count, total = wait_figures()
+    assert count == 1  # "a" was observed as its batch started, before it ran
+    later = asyncio.create_task(batcher.submit(["b", "c", "d"]))  # waits behind the held batch
+    await asyncio.sleep(hold_s)  # the time "b", "c" and "d" spend queued
+    gate.opened.set()
+    await asyncio.wait_for(asyncio.gather(first, later), TIMEOUT)
+    count_after, total_after = wait_figures()
+    assert count_after - count == 3  # one observation per item, over two batches
+    assert total_after - total >= 3 * hold_s
     batcher.close()
 
 

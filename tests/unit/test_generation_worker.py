@@ -72,7 +72,7 @@ class Connection:
 
 
 def updates(conn: Connection) -> dict[int, tuple]:
-    return {u[0]: u for kind, batch in conn.sent if kind == "updates" for u in batch}
+    return {u[0]: u for kind, batch, _ in conn.sent if kind == "updates" for u in batch}
 
 
 def test_a_request_that_fails_to_collect_fails_alone() -> None:
@@ -180,7 +180,7 @@ def test_a_busy_worker_with_nothing_to_say_sends_a_heartbeat_at_most_once_a_seco
     clock[0] += gw.HEARTBEAT_S
     worker._send([])
     worker._send([])
-    assert conn.sent == [("updates", [])]
+    assert conn.sent == [("updates", [], None)]  # a fake without get_metrics: no figures
 
 
 def test_failed_requests_hear_before_the_rebuild_which_is_announced() -> None:
@@ -188,7 +188,7 @@ def test_failed_requests_hear_before_the_rebuild_which_is_announced() -> None:
     order: list[str] = []
 
     def rebuild() -> RunningPipeline:
-        order.append(f"rebuild after {[kind for kind, _ in conn.sent]}")
+        order.append(f"rebuild after {[kind for kind, *_ in conn.sent]}")
         return RunningPipeline()
 
     worker = gw.Worker(first, conn, rebuild=rebuild)
@@ -197,3 +197,50 @@ def test_failed_requests_hear_before_the_rebuild_which_is_announced() -> None:
     worker._step()
     assert order == ["rebuild after ['updates', 'rebuilding']"]
     assert conn.sent[0][1][0][5] == gw.STEP_FAILED
+
+
+class Metrics:
+    cache_usage, max_cache_usage, kv_cache_size_in_bytes = 25.0, 50.0, 1024
+    requests, scheduled_requests = 2, 2
+
+
+class MeasuredPipeline(Pipeline):
+    """Both requests are scheduled in the step; request 0 finishes in it, request 1 keeps running."""
+
+    def add_request(self, request_id: int, ids, config) -> Handle:
+        self.handles[request_id] = Handle(False) if request_id == 0 else Running(False)
+        return self.handles[request_id]
+
+    def get_metrics(self) -> Metrics:
+        return Metrics()
+
+
+def test_step_messages_carry_the_pipelines_figures() -> None:
+    conn = Connection()
+    worker = gw.Worker(MeasuredPipeline(), conn)
+    worker._add(0, [1], {"max_new_tokens": 1}, [], False)
+    worker._add(1, [2], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    ((kind, batch, figures),) = conn.sent
+    assert kind == "updates" and {u[0] for u in batch} == {0, 1}
+    # percent -> fraction; of the two scheduled, the one that finished in this step is no longer running
+    assert gw.EngineFigures(*figures) == gw.EngineFigures(0.25, 0.5, 1024, 2, 2, 1)
+
+
+def test_an_idle_worker_steps_once_more_and_reports_idle_figures() -> None:
+    class Idle(MeasuredPipeline):
+        steps = 0
+
+        def step(self) -> None:
+            self.steps += 1
+
+        def get_metrics(self) -> Metrics:
+            idle = Metrics()
+            idle.cache_usage = idle.requests = idle.scheduled_requests = 0
+            return idle
+
+    pipeline, conn = Idle(), Connection()
+    worker = gw.Worker(pipeline, conn)
+    worker._settle()
+    assert pipeline.steps == 1  # frees the finished requests' KV-cache blocks
+    assert conn.sent == [("updates", [], (0.0, 0.5, 1024, 0, 0, 0))]  # sent at once, not a rate-limited heartbeat

@@ -85,3 +85,45 @@ async def _last(stream):
     async for update in stream:
         last = update
     return last
+
+
+def test_running_and_waiting_gauges_follow_the_pipelines_scheduler() -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"model": "gauges", "version": "1"}
+    subject = GenerationEngine(MODEL, PipelineSpec(task="text_generation", settings=GenerationSettings(
+        max_num_seqs=1, max_num_batched_tokens=256, cache_size=0, enable_prefix_caching=False,
+        dynamic_split_fuse=False,  # with split-fuse, openvino-genai 2026.4 schedules beyond max_num_seqs
+        max_queued_requests=2, stall_timeout_s=120.0)), "gauges", "1")
+
+    def load() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value("ovms_num_requests_running", labels),
+                REGISTRY.get_sample_value("ovms_num_requests_waiting", labels))
+
+    async def until(expected: tuple[float, float]) -> None:  # bounded poll: the worker reports after its steps
+        for _ in range(300):
+            if load() == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"running, waiting = {load()}, expected {expected}")
+
+    async def scenario() -> None:
+        reserved = subject.admit()  # admitted, not started
+        assert load() == (0, 1)
+        short = {"max_new_tokens": 200, "ignore_eos": True}
+        running, queued = subject.generate([1, 2, 3], short), subject.generate([4, 5], LONG)
+        await asyncio.wait_for(anext(running), 30)
+        waiting_first = asyncio.ensure_future(anext(queued))  # the only sequence slot is taken
+        await until((1, 2))  # one scheduled; one queued in the pipeline, one reservation
+        reserved.release()
+        await until((1, 1))
+        assert (await asyncio.wait_for(_last(running), 30)).finish_reason == "length"  # frees the slot
+        assert (await asyncio.wait_for(waiting_first, 30)).token_ids
+        await until((1, 0))
+        await queued.aclose()
+        await until((0, 0))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        subject.close()
