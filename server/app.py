@@ -8,7 +8,7 @@ import itertools
 from sanic import Sanic
 
 from server.api.parse_pool import ParsePool
-from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, tfs
+from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, security, tfs
 from server.pipelines.base import ModelLoader
 from server.repository.manager import ModelManager
 from server.repository.watcher import RepositoryWatcher
@@ -36,6 +36,11 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
 
     errors.install(app)
     observability.install(app)
+    security.install(
+        app, security.ApiKeys(settings.api_key_file, settings.api_key),
+        security.BrowserPolicy(settings.allowed_origins, settings.allowed_methods, settings.allowed_headers),
+        protect_metrics=settings.protect_metrics,
+    )
     app.blueprint(tfs.bp)
     app.blueprint(kserve.bp)
     app.blueprint(openai.bp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not root.is_dir():
         print(f"error: model repository {root} is not a folder", file=sys.stderr)
         return 2
+    if args.api_key_file and not Path(args.api_key_file).is_file():
+        print(f"error: --api-key-file {args.api_key_file} is not a readable file", file=sys.stderr)
+        return 2
     settings = Settings(
         model_repository=root.resolve(),
         host=args.host,
@@ -30,6 +34,12 @@ def _serve(args: argparse.Namespace) -> int:
         load_workers=args.load_workers,
         request_timeout_s=args.request_timeout,
         limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}),
+        api_key_file=Path(args.api_key_file).resolve() if args.api_key_file else None,
+        api_key=os.environ.get("API_KEY") or None,
+        protect_metrics=args.protect_metrics,
+        allowed_origins=args.allowed_origins,
+        allowed_methods=args.allowed_methods,
+        allowed_headers=args.allowed_headers,
         model_defaults=model_defaults(max_queued_requests=args.max_queued_requests,
                                       stall_timeout_s=args.stall_timeout, max_queued_items=args.max_queued_items),
     )
@@ -74,6 +84,10 @@ def _positive_count(text: str) -> int:
     return value
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="embedding inputs or rerank pairs that may wait per model before 429 (default 8192)")
     serve.add_argument("--stall-timeout", type=_positive, default=120.0, metavar="SECONDS",
                        help="a generation worker silent this long with requests active is restarted (default 120)")
+    serve.add_argument("--api-key-file", metavar="FILE", default=None,
+                       help="require 'Authorization: Bearer <key>' on /v3 and on mutating /v1 and /v2 routes; "
+                            "one key per line, re-read on change (the API_KEY environment variable adds one)")
+    serve.add_argument("--protect-metrics", action="store_true", help="/metrics needs an API key too")
+    serve.add_argument("--allowed-origins", type=_names, default=(), metavar="LIST",
+                       help="comma-separated origins browsers may call from ('*': any); CORS is off without it")
+    serve.add_argument("--allowed-methods", type=_names, default=("GET", "POST", "OPTIONS"), metavar="LIST",
+                       help="methods allowed in CORS preflights (default GET,POST,OPTIONS)")
+    serve.add_argument("--allowed-headers", type=_names, default=("Authorization", "Content-Type", "X-Request-Id"),
+                       metavar="LIST", help="headers allowed in CORS preflights (default Authorization,Content-Type,X-Request-Id)")
     for limit in dataclasses.fields(Limits):
         serve.add_argument(f"--{limit.name.replace('_', '-')}", type=_positive_count, default=limit.default, dest=limit.name,
                            help=f"request limit (default {limit.default}); see the README's Limits and errors")

@@ -14,6 +14,7 @@ class ServerError(Exception):
     status: int = 500
     error_type: str = "internal_error"
     code: str | None = None
+    headers: dict[str, str] = {}  # extra response headers (Retry-After is added for 429 and 503)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -83,3 +84,24 @@ class DeadlineExceeded(ServerError):
     status = 504
     error_type = "timeout"
     code = "request_timeout"
+
+
+class Unauthorized(ServerError):
+    """No valid API key (the openai and cohere SDKs raise their authentication errors on 401)."""
+
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServerError):
+    status = 403
+    error_type = "permission_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaType(ServerError):
+    status = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"

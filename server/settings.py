@@ -42,6 +42,14 @@ class Settings:
     # Deadline of one request (None: none); config.json's request_timeout_s overrides it per model.
     request_timeout_s: float | None = None
     limits: Limits = field(default_factory=Limits)
+    # API keys (see server/api/security.py): a file of keys (one per line, re-read on change) and/or API_KEY.
+    api_key_file: Path | None = None
+    api_key: str | None = None
+    protect_metrics: bool = False  # /metrics needs a key too
+    # CORS is off unless origins are listed ("*": any); other origins get 403.
+    allowed_origins: tuple[str, ...] = ()
+    allowed_methods: tuple[str, ...] = ("GET", "POST", "OPTIONS")
+    allowed_headers: tuple[str, ...] = ("Authorization", "Content-Type", "X-Request-Id")
     # Per-task defaults for config.json fields that have no schema default (admission control, stalls).
     model_defaults: dict[str, dict] = field(default_factory=lambda: model_defaults())
 

@@ -59,7 +59,7 @@ def copy_model(source: Path, target: Path) -> Path:
 
 class ServerProcess:
     def __init__(self, repository: Path, log_path: Path, *, settle: float = 0.5, rescan: float = 3.0,
-                 settle_max: float = 2.0) -> None:
+                 settle_max: float = 2.0, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.repository = repository
         self.log_path = log_path
         self.port = free_port()
@@ -68,12 +68,15 @@ class ServerProcess:
             sys.executable, "-m", "server", "serve", "--model-repository", str(repository),
             "--port", str(self.port), "--log-format", "json",
             "--settle-seconds", str(settle), "--rescan-seconds", str(rescan), "--settle-max-seconds", str(settle_max),
+            *extra_args,
         ]
+        self._env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 
     def start(self, *, ready_timeout: float = 120.0) -> "ServerProcess":
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self._args, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self._args, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self._env)
         wait_for(lambda: self._poll_alive() and self.get("/v2/health/ready").status_code == 200,
                  timeout=ready_timeout, what="server ready")
         return self
@@ -151,7 +154,7 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, sources: dict[str, Path] | None = None, **options: float) -> Iterator[ServerProcess]:
+def running_server(root: Path, sources: dict[str, Path] | None = None, **options: Any) -> Iterator[ServerProcess]:
     """A real server on `root` (each model of `sources` published into it first, the safe way), stopped
     afterwards; its log must hold no traceback."""
     for model_id, source in (sources or {}).items():
