@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import structlog
 from sanic import Sanic
 
 from server.api.parse_pool import ParsePool
@@ -15,6 +16,7 @@ from server.repository.watcher import RepositoryWatcher
 from server.settings import Settings
 
 _app_names = itertools.count()
+log = structlog.get_logger("server")
 
 
 def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: bool = True) -> Sanic:
@@ -32,6 +34,9 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     # on a CPU, unloads and reloads legitimately take longer. Deadlines are ours (--request-timeout).
     app.config.RESPONSE_TIMEOUT = 10 * 365 * 24 * 3600
     app.config.KEEP_ALIVE_TIMEOUT = 75
+    # SIGTERM: Sanic closes the listener, waits this long for open requests (streams too), then closes them.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout_s
+    app.ctx.stopping = False
     app.ctx.settings = settings
 
     errors.install(app)
@@ -63,6 +68,11 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
                 settle_max=settings.settle_max_seconds,
             )
             app.ctx.watcher = asyncio.get_running_loop().create_task(watcher.run())
+
+    @app.before_server_stop
+    async def stop_taking_requests(app: Sanic) -> None:
+        app.ctx.stopping = True  # /v2/health/ready answers 503 from now on: load balancers drain first
+        log.info("shutdown_started", timeout_s=settings.shutdown_timeout_s)
 
     @app.after_server_stop
     async def stop_repository(app: Sanic) -> None:

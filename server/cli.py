@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key_file=Path(args.api_key_file).resolve() if args.api_key_file else None,
         api_key=os.environ.get("API_KEY") or None,
         protect_metrics=args.protect_metrics,
+        shutdown_timeout_s=args.shutdown_timeout,
         allowed_origins=args.allowed_origins,
         allowed_methods=args.allowed_methods,
         allowed_headers=args.allowed_headers,
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="embedding inputs or rerank pairs that may wait per model before 429 (default 8192)")
     serve.add_argument("--stall-timeout", type=_positive, default=120.0, metavar="SECONDS",
                        help="a generation worker silent this long with requests active is restarted (default 120)")
+    serve.add_argument("--shutdown-timeout", type=_positive, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, stop accepting and let in-flight requests finish this long, then exit 0 "
+                            "(default 30); readiness answers 503 from the signal on")
     serve.add_argument("--api-key-file", metavar="FILE", default=None,
                        help="require 'Authorization: Bearer <key>' on /v3 and on mutating /v1 and /v2 routes; "
                             "one key per line, re-read on change (the API_KEY environment variable adds one)")

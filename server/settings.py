@@ -42,6 +42,8 @@ class Settings:
     # Deadline of one request (None: none); config.json's request_timeout_s overrides it per model.
     request_timeout_s: float | None = None
     limits: Limits = field(default_factory=Limits)
+    # SIGTERM: in-flight requests get this long to finish before their connections are closed.
+    shutdown_timeout_s: float = 30.0
     # API keys (see server/api/security.py): a file of keys (one per line, re-read on change) and/or API_KEY.
     api_key_file: Path | None = None
     api_key: str | None = None

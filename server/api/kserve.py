@@ -48,7 +48,8 @@ async def live(request: Request) -> HTTPResponse:
 
 @bp.get("/health/ready")
 async def ready(request: Request) -> HTTPResponse:
-    return empty(status=200 if request.app.ctx.manager.ready else 503)
+    ready = request.app.ctx.manager.ready and not request.app.ctx.stopping  # 503 once SIGTERM arrived
+    return empty(status=200 if ready else 503)
 
 
 def _check_version(view: ModelView, version: int | None) -> None:

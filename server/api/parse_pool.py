@@ -58,5 +58,7 @@ class ParsePool:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait=True: with wait=False the executor's atexit hook can race its own management thread
+            # and print "Bad file descriptor" at exit. Nothing is queued by now, so this is quick.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -140,7 +140,11 @@ def test_health_answers_fast_while_huge_requests_are_rejected(server: ServerProc
     thread = threading.Thread(target=probe)
     thread.start()
     try:
-        wait_for(lambda: len(latencies) >= 5, what="health probes")
+        # The same probes without huge requests first: the bound below is relative to this machine's
+        # noise in this run (a shared 2-core machine), with 100 ms as the floor.
+        wait_for(lambda: len(latencies) >= 100, what="health probes")
+        idle = list(latencies)
+        latencies.clear()
         for route, body, param in huge:
             response = server.post(route, json=body)
             error = assert_envelope(route, response, 400)
@@ -150,9 +154,10 @@ def test_health_answers_fast_while_huge_requests_are_rejected(server: ServerProc
     finally:
         done.set()
         thread.join()
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 0.1, f"health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
-    assert max(latencies) < 0.5, f"one health check took {max(latencies) * 1000:.0f} ms"
+    p99, idle_p99 = (statistics.quantiles(sample, n=100)[98] for sample in (latencies, idle))
+    bound = max(0.1, 3 * idle_p99)
+    assert p99 < bound, f"health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes (idle p99 {idle_p99 * 1000:.0f} ms)"
+    assert max(latencies) < max(0.5, 5 * max(idle)), f"one health check took {max(latencies) * 1000:.0f} ms"
 
 
 # ------------------------------------------------------------------ 4. Unicode

@@ -1,0 +1,106 @@
+"""SIGTERM: the server stops accepting, lets in-flight streams finish (up to --shutdown-timeout), and
+exits 0. The generation worker is SIGSTOPped while the signal arrives, so the stream is in flight by
+construction, not by luck."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+from openai import OpenAI
+
+from tests.e2e.harness import ServerProcess, copy_model, wait_for
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _start(models: Path, tmp_path: Path, timeout: float) -> ServerProcess:
+    root = tmp_path / "repository"
+    copy_model(models / "tiny-chat", root / "chat")
+    return ServerProcess(root, tmp_path / "server.log", extra_args=("--shutdown-timeout", str(timeout))).start()
+
+
+def _refuses_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_sigterm_lets_a_live_stream_finish_then_exits_0(models: Path, tmp_path: Path) -> None:
+    server = _start(models, tmp_path, timeout=60)
+    try:
+        (worker,) = server.worker_pids()
+        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=100,
+                                                     extra_body={"ignore_eos": True}))
+        next(chunks)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: server.log_events("shutdown_started"), what="the shutdown to start")
+            wait_for(lambda: _refuses_connections(server.port), what="the listener closed")
+            assert server.process.poll() is None  # still running: the stream is in flight
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        rest = list(chunks)
+        assert rest[-1].choices[0].finish_reason == "length"
+        text = "".join(c.choices[0].delta.content or "" for c in rest if c.choices)
+        assert text  # the tokens kept coming after SIGTERM
+        assert server.process.wait(timeout=60) == 0
+        wait_for(lambda: not server.worker_pids(), what="the worker gone")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log_path.read_text()
+
+
+def test_readiness_answers_503_during_shutdown_on_an_open_connection(models: Path, tmp_path: Path) -> None:
+    server = _start(models, tmp_path, timeout=60)
+    try:
+        (worker,) = server.worker_pids()
+        session = requests.Session()
+        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=50,
+                                                     extra_body={"ignore_eos": True}))
+        next(chunks)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            assert session.get(server.url("/v2/health/ready")).status_code == 200
+            server.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: server.log_events("shutdown_started"), what="the shutdown to start")
+            try:  # a kept-alive connection either hears 503 or is closed: never 200
+                status = session.get(server.url("/v2/health/ready"), timeout=10).status_code
+            except requests.ConnectionError:
+                status = None
+            assert status in (503, None)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert list(chunks)[-1].choices[0].finish_reason == "length"
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_longer_than_the_shutdown_timeout_is_cut_and_the_server_still_exits_0(models: Path,
+                                                                                      tmp_path: Path) -> None:
+    server = _start(models, tmp_path, timeout=1)
+    (worker,) = server.worker_pids()
+    try:
+        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=100,
+                                                     extra_body={"ignore_eos": True}))
+        next(chunks)
+        os.kill(worker, signal.SIGSTOP)  # never resumed before the deadline
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=90) == 0
+        with pytest.raises(Exception):
+            list(chunks)  # the connection was closed at the deadline
+    finally:
+        try:
+            os.kill(worker, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        server.stop()
