@@ -9,7 +9,7 @@ import structlog
 from sanic import Sanic
 
 from server.api.parse_pool import ParsePool
-from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, security, tfs
+from server.api import cohere, embeddings, errors, generation, kserve, observability, openai, openapi, security, tfs
 from server.pipelines.base import ModelLoader
 from server.repository.manager import ModelManager
 from server.repository.watcher import RepositoryWatcher
@@ -52,6 +52,7 @@ def create_app(settings: Settings, loader: ModelLoader | None = None, *, watch: 
     app.blueprint(generation.bp)
     app.blueprint(embeddings.bp)
     app.blueprint(cohere.bp)
+    app.blueprint(openapi.bp)
 
     app.ctx.parse_pool = ParsePool()
 
