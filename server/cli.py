@@ -100,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["json", "console", "auto"], default="auto",
                        help="json lines (default when not on a terminal) or console")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    serve.add_argument("--settle-seconds", type=float, default=1.0,
+    serve.add_argument("--settle-seconds", type=_positive, default=1.0,
                        help="quiet time after a change before it is applied (default 1.0)")
     serve.add_argument("--settle-max-seconds", type=_positive, default=10.0,
                        help="apply a change at the latest this long after it, even if writes go on; "
                             "what is still being written is held back (default 10)")
     serve.add_argument("--load-workers", type=_positive_count, default=2,
                        help="model versions loaded at once; scans and releases have threads of their own (default 2)")
-    serve.add_argument("--rescan-seconds", type=float, default=10.0,
+    serve.add_argument("--rescan-seconds", type=_positive, default=10.0,
                        help="periodic full rescan, for filesystems without events (default 10)")
     serve.add_argument("--request-timeout", type=_positive, default=None, metavar="SECONDS",
                        help="deadline of one request; expired requests are cancelled and answered 504 "

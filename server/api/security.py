@@ -15,6 +15,7 @@ own OpenAPI, health and validation machinery next to ours.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import time
@@ -34,6 +35,10 @@ MUTATING_STATUS_ROUTES = ("/v1/config/reload", "/v2/repository/models/")
 _RELOAD_CHECK_S = 1.0  # how often the key file's stat is compared, at most
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
 class ApiKeys:
     """The accepted keys; the file is re-read when its size, mtime or inode changes."""
 
@@ -41,8 +46,8 @@ class ApiKeys:
                  reload_check_s: float = _RELOAD_CHECK_S) -> None:
         self._file = key_file
         self._reload_check_s = reload_check_s
-        self._env = [env_key.strip()] if env_key and env_key.strip() else []
-        self._file_keys: list[bytes] = []
+        self._env = [_digest(env_key.strip())] if env_key and env_key.strip() else []
+        self._file_keys: list[bytes] = []  # SHA-256 digests of the keys
         self._stamp: tuple | None = None
         self._checked = float("-inf")
         if key_file is not None:
@@ -58,12 +63,16 @@ class ApiKeys:
         except OSError:
             if force:
                 raise
-            return  # keep the last keys while the file is being replaced
+            if self._file_keys:  # deleting the file revokes its keys (replace it by a rename to rotate)
+                log.warning("api_keys_file_missing", file=str(self._file))
+            self._file_keys, self._stamp = [], None
+            return
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
         if stamp == self._stamp:
             return
         lines = Path(self._file).read_text(encoding="utf-8").splitlines()
-        self._file_keys = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
+        keys = (line.strip() for line in lines)
+        self._file_keys = [_digest(key) for key in keys if key and not key.startswith("#")]
         self._stamp = stamp
         log.info("api_keys_loaded", file=str(self._file), keys=len(self._file_keys))
         if not self._file_keys and not self._env:
@@ -77,10 +86,9 @@ class ApiKeys:
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             return False
-        candidate = given.strip().encode()
-        keys = [k.encode() for k in self._env] + self._file_keys
+        candidate = _digest(given.strip())
         found = False
-        for key in keys:  # no early exit: the time taken does not tell which key came close
+        for key in self._env + self._file_keys:  # no early exit; digests: equal lengths, no length leak
             found |= hmac.compare_digest(candidate, key)
         return found
 

@@ -38,12 +38,16 @@ def with_server_defaults(spec: PipelineSpec, defaults: dict[str, dict]) -> Pipel
 
 
 def links_outside(folder: Path, root: Path) -> list[str]:
-    """Files or folders under `folder` that are symlinks resolving outside `root`: OpenVINO opens files
-    by name, so the scanner leaving such a file out of the fingerprint is not enough to keep it unread."""
+    """Files or folders under `folder` (the folder itself included, as ".") that resolve outside `root`
+    through a symlink: OpenVINO opens files by name, so the scanner leaving such a file out of the
+    fingerprint is not enough to keep it unread. Hidden names are skipped: nothing reads them."""
     root = Path(os.path.realpath(root))
+    if not Path(os.path.realpath(folder)).is_relative_to(root):
+        return ["."]
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):  # followlinks=False: linked folders are checked, not entered
-        for name in dirnames + filenames:
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in dirnames + [f for f in filenames if not f.startswith(".")]:
             path = Path(dirpath) / name
             if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):
                 found.append(path.relative_to(folder).as_posix())
@@ -83,6 +87,8 @@ class OpenVINOLoader:
             ) from exc
 
     def infer_task(self, version_path: Path) -> str | None:
+        if self._root is not None and links_outside(version_path, self._root):
+            return None  # never read through links out of the repository, not even to infer a task
         try:
             return ir.infer_task(version_path)
         except Exception:  # unreadable IR: cannot infer; the load attempt will report the error

@@ -22,7 +22,7 @@ import gc
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -84,6 +84,7 @@ class ModelManager:
         self._explicit: set[str] = set()  # models with an explicit load/unload call running
         self._background: set[asyncio.Task] = set()
         self.ready = False  # the first scan's loads have finished
+        self._closing = False
 
     # ---------------------------------------------------------------- repository changes
 
@@ -106,7 +107,7 @@ class ModelManager:
                     log.warning("repository_warning", message=warning)
             tasks = [self._schedule(model_id, snapshot.models.get(model_id)) for model_id in sorted(changes.changed)]
         if tasks and wait:
-            await asyncio.gather(*tasks)
+            await asyncio.shield(asyncio.gather(*tasks))  # a client hanging up does not cancel the loads
 
     async def initial_load(self) -> None:
         await self.rescan()
@@ -128,7 +129,7 @@ class ModelManager:
 
     async def _reconcile(self, record: ModelRecord) -> None:
         async with record.lock:
-            if record.applied_stamp == record.stamp or self._models.get(record.model_id) is not record:
+            if self._closing or record.applied_stamp == record.stamp or self._models.get(record.model_id) is not record:
                 return  # a later task already applied the newest entry
             record.applied_stamp = stamp = record.stamp
             try:
@@ -145,6 +146,8 @@ class ModelManager:
                 self._retire(record, instance, "model folder removed", forget=True)
             if record.stamp == stamp:
                 self._models.pop(record.model_id, None)
+                for number in list(record.status):  # no state gauge outlives the model
+                    self._put_status(record, number, None)
                 log.info("model_removed", model=record.model_id)
             return Outcome(problem="the model folder was removed")
         if record.unloaded_by_request and not force:
@@ -169,10 +172,6 @@ class ModelManager:
             reason = "no version folders" if not entry.versions else "model_version_policy selects none of the version folders"
             self._report_problem(record, entry, ErrorCode.FAILED_PRECONDITION, reason)
             return Outcome(problem=reason)
-        record.task = config.task
-        record.config_error = None
-        record.model_error = None
-
         to_load = [v for v in targets if force or self._needs_load(record, entry.versions[v], config)]
         marks = self._mark_loading(record, to_load, "explicit load" if force else "files or settings changed")
         results = await asyncio.gather(*(self._load(record.model_id, entry.versions[v], config) for v in to_load))
@@ -184,6 +183,12 @@ class ModelManager:
             self._unmark(record, marks)
             log.info("load_discarded", model=record.model_id, versions=to_load, reason="overtaken by a newer change")
             return Outcome(overtaken=True)
+
+        if force and not all(isinstance(result, Instance) for result in results):
+            return self._fail_explicit_load(record, to_load, results, marks)
+        record.task = config.task
+        record.config_error = None
+        record.model_error = None
 
         failed, failures = [], []
         for number, result in zip(to_load, results):
@@ -199,12 +204,11 @@ class ModelManager:
                 failed.append(number)
                 failures.append(result.message)
                 self._record_load_failure(record, number, result)
-        if not (failures and force):  # a failed explicit load changes nothing else
-            record.config_override = override
-            # Instances whose settings changed only in model_version_policy keep serving with the new config.
-            for number in targets:
-                if number in record.instances and number not in to_load:
-                    record.instances[number].config = config
+        record.config_override = override
+        # Instances whose settings changed only in model_version_policy keep serving with the new config.
+        for number in targets:
+            if number in record.instances and number not in to_load:
+                record.instances[number].config = config
 
         self._retire_deleted_versions(record, entry)
         for number in sorted(record.instances):
@@ -218,6 +222,20 @@ class ModelManager:
                 continue
             self._retire(record, record.instances[number], f"retired by model_version_policy (serving {targets})")
         return Outcome(failures=tuple(failures), loaded=tuple(n for n in to_load if n not in failed))
+
+    def _fail_explicit_load(self, record: ModelRecord, to_load: list[int], results: list, marks: dict) -> Outcome:
+        """An explicit load is all or nothing: when a version fails, the ones that loaded are released
+        unused and what served keeps serving, with the settings it had."""
+        failures = []
+        for number, result in zip(to_load, results):
+            if isinstance(result, Instance):
+                self._spawn(self._release(result))
+                self._unmark(record, {number: marks[number]})
+            else:
+                record.pending.pop(number, None)
+                self._record_load_failure(record, number, result)
+                failures.append(result.message)
+        return Outcome(failures=tuple(failures))
 
     def _mark_loading(self, record: ModelRecord, numbers: list[int], why: str) -> dict[int, tuple]:
         """Show the loads about to start: a serving version keeps its status and gets a pending reason;
@@ -240,7 +258,12 @@ class ModelManager:
                 if record.pending.get(number) is mark[1]:
                     del record.pending[number]
             elif record.status.get(number) is mark[2]:
-                self._put_status(record, number, mark[1])
+                before = mark[1]
+                if before is not None and before.state is VersionState.UNLOADING and record.draining.get(number) is not before:
+                    # the drain it showed finished meanwhile (and left the load's status alone): it ended
+                    self._set_state(record, number, VersionState.END, before.reason)
+                else:
+                    self._put_status(record, number, before)
 
     def _needs_load(self, record: ModelRecord, version: VersionEntry, config: model_config.ModelConfig) -> bool:
         instance = record.instances.get(version.version)
@@ -323,6 +346,8 @@ class ModelManager:
             del record.instances[instance.version]
             record.pending.pop(instance.version, None)
         unloading = self._set_state(record, instance.version, VersionState.UNLOADING, reason) if visible else None
+        if unloading is not None:
+            record.draining[instance.version] = unloading
 
         async def drain_and_release() -> None:
             timeout = instance.config.drain_timeout_s
@@ -332,6 +357,8 @@ class ModelManager:
                 log.warning("drain_timeout", model=record.model_id, version=instance.version,
                             inflight=instance.inflight, timeout_s=timeout)
             await self._release(instance)
+            if unloading is not None and record.draining.get(instance.version) is unloading:
+                del record.draining[instance.version]
             if unloading is not None and record.status.get(instance.version) is unloading:
                 if forget:
                     self._put_status(record, instance.version, None)
@@ -357,22 +384,28 @@ class ModelManager:
     async def load_model(self, model_id: str, config: dict | None = None) -> ModelView:
         """Explicit (re)load from disk, as Triton's repository extension: swaps in fresh instances of
         every selected version or raises saying why not; lifts an explicit unload. `config` is a
-        config.json document used instead of the file (until the next explicit load without one)."""
+        config.json document used instead of the file (until the next explicit load without one).
+        The load runs as the manager's own task: a client that hangs up does not cancel it halfway."""
         model_id = validate_model_id(model_id)
         override = _checked_override(config) if config is not None else None
         self._claim(model_id, "load")
+        task = self._spawn(self._explicit_load(model_id, override))
+        return await asyncio.shield(task)
+
+    async def _explicit_load(self, model_id: str, override: dict | None) -> ModelView:
         try:
-            # The full scan, not the one folder: only what the watcher would serve can be loaded
-            # (a version folder such as `m/1` is not a model), and nothing is recorded for what is not.
-            snapshot = await self._run(self._executors.scan, scan, self.root)
-            entry = snapshot.models.get(model_id)
-            if entry is None:
+            # Only what the full scan finds is a model (a version folder such as `m/1` is not), and no
+            # record is made for anything else.
+            if model_id not in (await self._scan_now(model_id)).models:
                 raise ModelNotFound(f"The model '{model_id}' does not exist in the repository", param="model")
             record = self._models.get(model_id)
             if record is None:
                 record = self._models[model_id] = ModelRecord(model_id, self.root / model_id)
             async with record.lock:
-                if self._models.get(model_id) is not record:
+                # Scanned again under the lock: the entry is at least as new as any change the watcher
+                # queued meanwhile, whose reconcile this load then stands for.
+                entry = (await self._scan_now(model_id)).models.get(model_id)
+                if entry is None or self._models.get(model_id) is not record:
                     raise Conflict(f"failed to load '{model_id}': its folder was removed meanwhile", code="model_changed")
                 record.desired = entry
                 record.stamp += 1
@@ -392,6 +425,17 @@ class ModelManager:
             return view_of(record)
         finally:
             self._explicit.discard(model_id)
+
+    async def _scan_now(self, model_id: str) -> Snapshot:
+        """A full scan for an explicit call; its entry for `model_id` also becomes the watcher's baseline,
+        so a later rescan diffs against what was loaded."""
+        async with self._scan_lock:
+            snapshot = await self._run(self._executors.scan, scan, self.root)
+            # Only an entry found: a folder that vanished is for the watcher's own diff to remove.
+            if self._snapshot is not None and model_id in snapshot.models:
+                models = {**self._snapshot.models, model_id: snapshot.models[model_id]}
+                self._snapshot = replace(self._snapshot, models=models)
+            return snapshot
 
     async def unload_model(self, model_id: str) -> ModelView:
         """Explicit unload: stops routing to every version at once and returns; the versions drain
@@ -512,7 +556,10 @@ class ModelManager:
         """Replace (or with None, forget) a version's status snapshot, keeping the state gauge in step."""
         old = record.status.pop(number, None)
         if old is not None:
-            metrics.VERSION_STATE.labels(record.model_id, str(number), old.state.value).set(0)
+            try:  # removed, not set to 0: series of versions long gone must not pile up
+                metrics.VERSION_STATE.remove(record.model_id, str(number), old.state.value)
+            except KeyError:
+                pass
         if status is not None:
             record.status[number] = status
             metrics.VERSION_STATE.labels(record.model_id, str(number), status.state.value).set(1)
@@ -534,7 +581,9 @@ class ModelManager:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def close(self) -> None:
+        self._closing = True  # queued reconciles do nothing, and loads under way are discarded when done
         for record in list(self._models.values()):
+            record.stamp += 1
             for instance in list(record.instances.values()):
                 self._retire(record, instance, "server shutting down")
         await self.settle()

@@ -73,6 +73,7 @@ class ModelRecord:
     instances: dict[int, Instance] = field(default_factory=dict)  # versions that take requests
     status: dict[int, VersionStatus] = field(default_factory=dict)
     pending: dict[int, str] = field(default_factory=dict)  # reloads of serving versions being built aside
+    draining: dict[int, VersionStatus] = field(default_factory=dict)  # UNLOADING snapshots whose drain runs
     task: str | None = None
     config_error: str | None = None  # config.json rejected while older settings keep serving
     model_error: tuple[ErrorCode, str] | None = None  # nothing can be served, and why

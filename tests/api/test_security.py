@@ -132,7 +132,9 @@ def test_the_key_file_is_reread_when_it_changes(tmp_path: Path) -> None:
     assert not keys.accepts("Bearer # operators") and not keys.accepts("Bearer ") and not keys.accepts(None)
     key_file.write_text("third-key\n")
     assert keys.accepts("Bearer third-key") and not keys.accepts("Bearer first-key")
-    key_file.unlink()  # being replaced: the last keys stay in force
-    assert keys.accepts("Bearer third-key")
+    key_file.write_text("  # indented comment\nthird-key\n")
+    assert not keys.accepts("Bearer # indented comment") and keys.accepts("Bearer third-key")
+    key_file.unlink()  # deleting the file revokes its keys
+    assert not keys.accepts("Bearer third-key")
     assert not ApiKeys(None, None).enabled
     assert ApiKeys(None, "env-key").accepts("Bearer env-key")

@@ -259,3 +259,89 @@ async def test_explicit_calls_have_exact_outcomes(tmp_path: Path, manager: Model
     assert version(manager, "m", 1).state is VersionState.END
     await manager.load_model("m")
     assert version(manager, "m", 1).state is VersionState.AVAILABLE
+
+
+async def test_a_client_hanging_up_does_not_cancel_an_explicit_load(tmp_path: Path, manager: ModelManager,
+                                                                    loader: FakeLoader) -> None:
+    write_model(tmp_path, "m", config=EMBED)
+    await apply(manager)
+    gate = loader.hold("m")
+    call = asyncio.create_task(manager.load_model("m"))
+    await gate.wait_started()
+    call.cancel()  # what Sanic does to the handler when the client disconnects
+    gate.open()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await manager.settle()
+    assert version(manager, "m", 1).pending == ""  # not stuck "reloading"
+    assert manager.resolve("m").model is loader.loaded[-1]  # the load finished and was swapped in
+    assert [m.closed for m in loader.loaded] == [True, False]
+    await manager.load_model("m")  # the claim was released
+
+
+async def test_a_failed_explicit_load_changes_nothing_that_serves(tmp_path: Path, manager: ModelManager,
+                                                                 loader: FakeLoader) -> None:
+    path = write_model(tmp_path, "m", versions=(1, 2), config={**EMBED, "model_version_policy": {"all": {}}})
+    await apply(manager)
+    serving = {n: manager.resolve("m", n) for n in (1, 2)}
+    (path / "1" / "weights.txt").write_text("corrupt")
+    with pytest.raises(BadRequest, match="failed to load 'm'"):
+        await manager.load_model("m", config={**EMBED, "model_version_policy": {"all": {}},
+                                              "embeddings": {"normalize": False}})
+    await manager.settle()
+    assert {n: manager.resolve("m", n) for n in (1, 2)} == serving  # version 2's fresh copy was not swapped in
+    assert manager.effective_config("m")["embeddings"]["normalize"] is True
+    assert version(manager, "m", 1).state is VersionState.AVAILABLE and "reload failed" in version(manager, "m", 1).error_message
+    assert version(manager, "m", 2).pending == ""
+
+
+async def test_a_drain_that_ended_under_an_overtaken_load_shows_end(tmp_path: Path, manager: ModelManager,
+                                                                    loader: FakeLoader) -> None:
+    policy_all = {**EMBED, "model_version_policy": {"all": {}}}
+    path = write_model(tmp_path, "m", versions=(1, 2), config=policy_all)
+    await apply(manager)
+    gate = loader.hold("m")
+    async with manager.lease("m", 1):
+        await manager.unload_model("m")
+        explicit = asyncio.create_task(manager.load_model("m"))
+        await gate.wait_started()
+    await wait_until(lambda: 1 not in manager._models["m"].draining, "version 1's drain ended")
+    (path / "config.json").write_text(json.dumps({**EMBED, "model_version_policy": {"specific": {"versions": [2]}}}))
+    await manager.rescan(wait=False)
+    gate.open()
+    with pytest.raises(Conflict):
+        await explicit
+    await manager.settle()
+    assert version(manager, "m", 1).state is VersionState.END  # not UNLOADING for good
+    assert version(manager, "m", 2).state is VersionState.AVAILABLE
+
+
+async def test_close_discards_loads_under_way(tmp_path: Path, loader: FakeLoader) -> None:
+    manager = ModelManager(tmp_path, loader)
+    write_model(tmp_path, "m", config=EMBED)
+    gate = loader.hold("m")
+    await manager.rescan(wait=False)
+    await gate.wait_started()
+    closing = asyncio.create_task(manager.close())
+    await asyncio.sleep(0)
+    gate.open()
+    await asyncio.wait_for(closing, WAIT_S)
+    assert loader.loaded and all(m.closed for m in loader.loaded)  # loaded after close began: released unused
+
+
+async def test_a_removed_model_leaves_no_state_series(tmp_path: Path, manager: ModelManager) -> None:
+    from server import metrics
+
+    path = write_model(tmp_path, "gone", versions={1: "corrupt"}, config=EMBED)
+    await apply(manager)
+    assert version(manager, "gone", 1).state is VersionState.END
+
+    def series() -> list:
+        return [s for s in metrics.VERSION_STATE.collect()[0].samples if s.labels["model"] == "gone"]
+    assert series()
+    (path / "1" / "weights.txt").unlink()
+    (path / "1").rmdir()
+    (path / "config.json").unlink()
+    path.rmdir()
+    await apply(manager)
+    assert series() == []

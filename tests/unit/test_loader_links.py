@@ -29,3 +29,21 @@ def test_a_clean_folder_has_none(tmp_path: Path) -> None:
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "openvino_model.xml").write_text("x")
     assert links_outside(tmp_path / "1", tmp_path) == []
+
+
+def test_the_task_is_never_inferred_through_a_link_out_of_the_repository(tmp_path: Path) -> None:
+    from server.pipelines.loader import OpenVINOLoader
+
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    (root / "m" / "1").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "openvino_model.xml").write_text("<net/>")
+    os.symlink(elsewhere / "openvino_model.xml", root / "m" / "1" / "openvino_model.xml")
+    os.symlink(elsewhere, root / "m" / "2")
+    loader = OpenVINOLoader(root=root)
+    assert links_outside(root / "m" / "2", root) == ["."]
+    assert loader.infer_task(root / "m" / "1") is None
+    assert loader.infer_task(root / "m" / "2") is None
+    (root / "m" / "1" / ".hidden-link").symlink_to(elsewhere)  # hidden names are never read: not refused
+    (root / "m" / "1" / "openvino_model.xml").unlink()
+    assert links_outside(root / "m" / "1", root) == []
