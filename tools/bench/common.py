@@ -77,6 +77,14 @@ def process_cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of one process in MB (VmRSS of /proc/PID/status); NaN when it has none (a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
 def descendants(pid: int) -> list[int]:
     """Live child processes of `pid`, recursively (the server's generation workers)."""
     parents: dict[int, list[int]] = {}
@@ -319,10 +327,7 @@ class ServerProcess:
             return ""
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return math.nan
+        return process_rss_mb(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process and its generation workers have used so far (Linux /proc)."""
@@ -396,6 +401,28 @@ async def closed_loop(concurrency: int, total: int, send) -> tuple[float, list[f
     return time.perf_counter() - start, latencies
 
 
+async def closed_loop_until(concurrency: int, deadline: float, send) -> tuple[float, int]:
+    """closed_loop for a duration: `concurrency` clients each await `send(i)` back to back until
+    time.perf_counter() reaches `deadline` (a request in flight then finishes; none starts after).
+    Request numbers are dealt as in closed_loop: client c sends c, c+C, c+2C, ..., so i % C names the
+    client and i // C counts its requests. Returns the wall time and how many requests were sent."""
+    import asyncio
+
+    sent = 0
+
+    async def client(c: int) -> None:
+        nonlocal sent
+        i = c
+        while time.perf_counter() < deadline:
+            sent += 1
+            await send(i)
+            i += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(concurrency)))
+    return time.perf_counter() - start, sent
+
+
 class HTTPConnection:
     """A minimal keep-alive HTTP/1.1 client for load generation: one connection, one request at a time,
     Content-Length or chunked bodies. The load generator shares the 2 cores with the server it measures:
@@ -407,23 +434,26 @@ class HTTPConnection:
         self._reader = None
         self._writer = None
 
-    async def post(self, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, content_type: str = "application/json",
+                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """The status and the whole body."""
-        status, chunks = await self._send(path, body, content_type)
+        status, chunks = await self._send(path, body, content_type, headers)
         return status, b"".join([piece async for piece in chunks])
 
-    async def stream(self, path: str, body: bytes, content_type: str = "application/json"):
+    async def stream(self, path: str, body: bytes, content_type: str = "application/json",
+                     headers: dict[str, str] | None = None):
         """The status and an async iterator over the body's pieces as they arrive (read it to the end
         before the next request on this connection)."""
-        return await self._send(path, body, content_type)
+        return await self._send(path, body, content_type, headers)
 
-    async def _send(self, path: str, body: bytes, content_type: str):
+    async def _send(self, path: str, body: bytes, content_type: str, headers: dict[str, str] | None = None):
         import asyncio
 
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+                f"{extra}Content-Length: {len(body)}\r\n\r\n").encode()
         self._writer.write(head + body)
         status_line = await self._reader.readline()
         if not status_line:
@@ -581,28 +611,33 @@ def foreign_warning(foreign_s: float, wall: float, threshold: float = 0.15) -> s
 T = TypeVar("T")
 
 
-def environment(args) -> str:
-    """One line naming the model, openvino-genai and Python versions, and the CPU count."""
+def software() -> str:
+    """The openvino-genai and Python versions and the CPU count, for a report's first line."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         genai = version("openvino-genai")
     except PackageNotFoundError:
         genai = "?"
-    return (f"model {args.model_id} ({args.version_dir}), openvino-genai {genai}, Python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPU(s)")
+    return f"openvino-genai {genai}, Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)"
 
 
-def run_on_server(repository: Path, workdir: Path, model_id: str, keep_server_log: str | None,
+def environment(args) -> str:
+    """One line naming the model, openvino-genai and Python versions, and the CPU count."""
+    return f"model {args.model_id} ({args.version_dir}), {software()}"
+
+
+def run_on_server(repository: Path, workdir: Path, model_id: str | Sequence[str], keep_server_log: str | None,
                   body: Callable[[ServerProcess], Awaitable[T]]) -> T:
-    """Start the server on `repository`, run `body(server)` on a fresh event loop, always stop the
-    server (printing its log tail on failure) and keep its log when asked."""
+    """Start the server on `repository`, wait until `model_id` (or each of several ids) is AVAILABLE,
+    run `body(server)` on a fresh event loop, always stop the server (printing its log tail on failure)
+    and keep its log when asked."""
     import asyncio
 
     server = ServerProcess(repository, workdir / "server.log")
     try:
         t0 = time.perf_counter()
-        server.start(model_ids=[model_id])
+        server.start(model_ids=[model_id] if isinstance(model_id, str) else list(model_id))
         print(f"[server] ready in {time.perf_counter() - t0:.1f}s on port {server.port} "
               f"(RSS {server.rss_mb():.0f} MB)", file=sys.stderr)
         return asyncio.run(body(server))
