@@ -1192,8 +1192,8 @@ def main(argv: list[str] | None = None) -> int:
     copy_repository(args.source, args.repository_copy, args.only)
     models = args.models
     split = ", ".join(f"{kind} {sum(1 for c in range(args.clients) if KINDS[c % len(KINDS)] == kind)}" for kind in KINDS)
-    print(f"Soak: {args.duration:.0f} s, {args.clients} clients ({split}); {software()}; "
-          f"load average {' '.join(f'{v:.2f}' for v in load_start)}; work folder {workdir}", flush=True)
+    print(f"[soak] {args.duration:.0f} s, {args.clients} clients ({split}); load average "
+          f"{' '.join(f'{v:.2f}' for v in load_start)}; logs in {workdir}", file=sys.stderr, flush=True)
 
     baselines: dict = {}
     if not args.no_baselines:
