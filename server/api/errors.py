@@ -59,6 +59,11 @@ def as_server_error(exc: Exception) -> ServerError:
     """Translate anything raised while serving into our taxonomy, with our own wording."""
     if isinstance(exc, ServerError):
         return exc
+    if isinstance(exc, SanicException) and exc.status_code == 413 and "header" in str(exc).lower():
+        # Sanic refuses oversized headers (8 KiB in all) with the same exception as oversized bodies
+        error = ServerError("The request headers are too large (8 KiB in all at most)")
+        error.status, error.error_type, error.code = 431, "invalid_request_error", "headers_too_large"
+        return error
     if isinstance(exc, SanicException) and exc.status_code < 500:
         error = ServerError(_SANIC_MESSAGES.get(exc.status_code, "The request was rejected"))
         error.status = exc.status_code

@@ -138,3 +138,11 @@ def test_the_key_file_is_reread_when_it_changes(tmp_path: Path) -> None:
     assert not keys.accepts("Bearer third-key")
     assert not ApiKeys(None, None).enabled
     assert ApiKeys(None, "env-key").accepts("Bearer env-key")
+
+
+def test_oversized_headers_are_431_not_a_body_error(make_client) -> None:
+    client = make_client()
+    _, response = client.get("/v3/models", headers={"Authorization": "Bearer " + "a" * 20_000})
+    assert response.status == 431
+    # the headers could not be read, so neither could the route family: the plain envelope
+    assert response.json == {"error": "The request headers are too large (8 KiB in all at most)"}
