@@ -86,6 +86,7 @@ class ModelManager:
         self._scan_lock = asyncio.Lock()
         self._explicit: set[str] = set()  # models with an explicit load/unload call running
         self._background: set[asyncio.Task] = set()
+        self._reconciles: set[asyncio.Task] = set()  # the subset of _background applying changes
         self.ready = False  # the first scan's loads have finished
         self._closing = False
 
@@ -109,8 +110,12 @@ class ModelManager:
                 if warning not in previous_warnings:  # each skipped link or odd name is logged once
                     log.warning("repository_warning", message=warning)
             tasks = [self._schedule(model_id, snapshot.models.get(model_id)) for model_id in sorted(changes.changed)]
-        if tasks and wait:
-            await asyncio.shield(asyncio.gather(*tasks))  # a client hanging up does not cancel the loads
+        if wait:
+            # Every reconcile under way, not only this scan's: one the watcher started a moment earlier
+            # is part of "the repository as it is now". Shielded: a client hanging up cancels no load.
+            pending = set(tasks) | self._reconciles
+            if pending:
+                await asyncio.shield(asyncio.gather(*pending))
 
     async def initial_load(self) -> None:
         await self.rescan()
@@ -128,7 +133,10 @@ class ModelManager:
                     log.warning("repository_warning", model=model_id, message=warning)
         record.desired = entry
         record.stamp += 1
-        return self._spawn(self._reconcile(record))
+        task = self._spawn(self._reconcile(record))
+        self._reconciles.add(task)
+        task.add_done_callback(self._reconciles.discard)
+        return task
 
     async def _reconcile(self, record: ModelRecord) -> None:
         async with record.lock:

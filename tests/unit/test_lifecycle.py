@@ -345,3 +345,18 @@ async def test_a_removed_model_leaves_no_state_series(tmp_path: Path, manager: M
     path.rmdir()
     await apply(manager)
     assert series() == []
+
+
+async def test_an_explicit_rescan_waits_for_loads_the_watcher_started(tmp_path: Path, manager: ModelManager,
+                                                                     loader: FakeLoader) -> None:
+    write_model(tmp_path, "m", config=EMBED)
+    gate = loader.hold("m")
+    await manager.rescan(wait=False)  # the watcher's rescan: it found the model and started loading
+    await gate.wait_started()
+    reload = asyncio.create_task(manager.rescan())  # /v1/config/reload: its own diff is empty
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not reload.done()  # it cannot answer while the load it did not start is still under way
+    gate.open()
+    await asyncio.wait_for(reload, WAIT_S)
+    assert version(manager, "m", 1).state is VersionState.AVAILABLE
