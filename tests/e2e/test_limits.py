@@ -155,7 +155,10 @@ def test_health_answers_fast_while_huge_requests_are_rejected(server: ServerProc
         done.set()
         thread.join()
     p99, idle_p99 = (statistics.quantiles(sample, n=100)[98] for sample in (latencies, idle))
-    bound = max(0.1, 3 * idle_p99)
+    # Floor 150 ms: receiving a 10-16 MB body on the event loop stalls one or two probes by ~115 ms
+    # (seen twice in CI on this 2-core machine); parsing such bodies on the loop, the bug guarded here,
+    # stalled them by 160 ms and more per request.
+    bound = max(0.15, 3 * idle_p99)
     assert p99 < bound, f"health p99 {p99 * 1000:.0f} ms over {len(latencies)} probes (idle p99 {idle_p99 * 1000:.0f} ms)"
     assert max(latencies) < max(0.5, 5 * max(idle)), f"one health check took {max(latencies) * 1000:.0f} ms"
 
