@@ -18,20 +18,6 @@ EMBED = {"task": "embeddings"}
 WAIT_S = 20.0  # a failure bound only: every wait below ends on an event
 
 
-@pytest.fixture
-def loader() -> FakeLoader:
-    return FakeLoader()
-
-
-@pytest.fixture
-async def manager(tmp_path: Path, loader: FakeLoader):
-    manager = ModelManager(tmp_path, loader)
-    yield manager
-    for gate in loader.gates.values():
-        gate.open()
-    await manager.close()
-
-
 async def apply(manager: ModelManager) -> None:
     await manager.rescan()
     await manager.settle()

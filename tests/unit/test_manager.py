@@ -17,18 +17,6 @@ from tests.unit.fakes import FakeLoader, write_model, write_version
 EMBED = {"task": "embeddings"}
 
 
-@pytest.fixture
-def loader() -> FakeLoader:
-    return FakeLoader()
-
-
-@pytest.fixture
-async def manager(tmp_path: Path, loader: FakeLoader):
-    manager = ModelManager(tmp_path, loader)
-    yield manager
-    await manager.close()
-
-
 def states(manager: ModelManager, model_id: str) -> dict[int, str]:
     return {v.version: v.state.value for v in manager.describe(model_id).versions}
 
