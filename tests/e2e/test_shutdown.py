@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -29,15 +30,21 @@ def _refuses_connections(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _held_stream(server: ServerProcess, worker: int, max_tokens: int) -> Iterator:
+    """A chat stream past its first chunk whose worker is then SIGSTOPped: in flight until SIGCONT."""
+    client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+    chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=max_tokens,
+                                                 extra_body={"ignore_eos": True}))
+    next(chunks)
+    os.kill(worker, signal.SIGSTOP)
+    return chunks
+
+
 def test_sigterm_lets_a_live_stream_finish_then_exits_0(models: Path, tmp_path: Path) -> None:
     server = _start(models, tmp_path, timeout=60)
     try:
         (worker,) = server.worker_pids()
-        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
-        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=100,
-                                                     extra_body={"ignore_eos": True}))
-        next(chunks)
-        os.kill(worker, signal.SIGSTOP)
+        chunks = _held_stream(server, worker, max_tokens=100)
         try:
             server.process.send_signal(signal.SIGTERM)
             wait_for(lambda: server.log_events("shutdown_started"), what="the shutdown to start")
@@ -61,11 +68,7 @@ def test_readiness_answers_503_during_shutdown_on_an_open_connection(models: Pat
     try:
         (worker,) = server.worker_pids()
         session = requests.Session()
-        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
-        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=50,
-                                                     extra_body={"ignore_eos": True}))
-        next(chunks)
-        os.kill(worker, signal.SIGSTOP)
+        chunks = _held_stream(server, worker, max_tokens=50)
         try:
             assert session.get(server.url("/v2/health/ready")).status_code == 200
             server.process.send_signal(signal.SIGTERM)
@@ -89,11 +92,7 @@ def test_a_stream_longer_than_the_shutdown_timeout_is_cut_and_the_server_still_e
     server = _start(models, tmp_path, timeout=1)
     (worker,) = server.worker_pids()
     try:
-        client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
-        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=100,
-                                                     extra_body={"ignore_eos": True}))
-        next(chunks)
-        os.kill(worker, signal.SIGSTOP)  # never resumed before the deadline
+        chunks = _held_stream(server, worker, max_tokens=100)  # never resumed before the deadline
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=90) == 0
         with pytest.raises(Exception):
