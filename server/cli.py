@@ -12,6 +12,7 @@ from server.settings import Limits, Settings, model_defaults
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from server import native_memory
     from server.app import create_app
     from server.logs import configure_logging
 
@@ -45,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
                                       stall_timeout_s=args.stall_timeout, max_queued_items=args.max_queued_items),
     )
     configure_logging(settings.log_format, settings.log_level)
+    native_memory.limit_primitive_cache()  # before any model compiles
     app = create_app(settings)
     # One process: loaded pipelines live in this process's memory, and OpenVINO uses every core itself.
     app.run(host=settings.host, port=settings.port, single_process=True, access_log=False, motd=False)

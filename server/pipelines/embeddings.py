@@ -1,4 +1,4 @@
-"""embeddings: a TextEmbeddingPipeline per loaded version, fed by a micro-batcher."""
+"""embeddings: an embedding IR per loaded version, pooled here, fed by a micro-batcher."""
 
 from __future__ import annotations
 
@@ -8,25 +8,78 @@ from pathlib import Path
 import numpy as np
 import openvino_genai as ov_genai
 
+from server.pipelines import ir, shapes
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import MicroBatcher
 from server.pipelines.settings import EmbeddingSettings, PipelineSpec
 from server.pipelines.tokenizers import SharedTokenizer
 
-POOLING = {
-    "cls": ov_genai.TextEmbeddingPipeline.PoolingType.CLS,
-    "mean": ov_genai.TextEmbeddingPipeline.PoolingType.MEAN,
-    "last_token": ov_genai.TextEmbeddingPipeline.PoolingType.LAST_TOKEN,
-}
+POOLINGS = ("cls", "mean", "last_token")
 
 
-def embedding_pipeline(path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool,
-                       max_length: int) -> ov_genai.TextEmbeddingPipeline:
-    pipeline_config = ov_genai.TextEmbeddingPipeline.Config()
-    pipeline_config.pooling_type = POOLING[pooling]
-    pipeline_config.normalize = normalize
-    pipeline_config.max_length = max_length
-    return ov_genai.TextEmbeddingPipeline(str(path), spec.device, pipeline_config, **spec.plugin_config)
+class EmbeddingRunner:
+    """Tokenizer, IR and pooling of an embedding model, run directly with OpenVINO (not through
+    TextEmbeddingPipeline) for two reasons: inputs are padded to a bounded set of shapes (see
+    shapes.py; the pipeline's raw shapes grew the process without limit), and one tokenizer call gives
+    both the model's inputs and the token counts that usage reports. Not thread-safe: the batch thread
+    owns it."""
+
+    def __init__(self, path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool, max_length: int) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}")
+        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        model = ir.core().read_model(path / ir.MODEL_XML)
+        self._inputs = {port.get_any_name() for port in model.inputs}
+        if not {"input_ids", "attention_mask"} <= self._inputs:
+            raise ValueError("an embedding model needs input_ids and attention_mask inputs")
+        unknown = self._inputs - {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+        if unknown:
+            raise ValueError(f"unsupported embedding model inputs: {', '.join(sorted(unknown))}")
+        outputs = {name for port in model.outputs for name in port.get_names()}
+        self._compiled = ir.core().compile_model(model, spec.device, dict(spec.plugin_config))
+        self._output = self._compiled.output("last_hidden_state" if "last_hidden_state" in outputs else 0)
+        self._request = self._compiled.create_infer_request()
+        self._tokenizer = ov_genai.Tokenizer(str(path))
+        pad = self._tokenizer.get_pad_token_id()
+        self._pad = pad if pad >= 0 else 0
+
+    def run(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+        """(vector, untruncated token count) per text."""
+        encoded = self._tokenizer.encode(texts, max_length=self.max_length, truncation=True)
+        ids, mask = encoded.input_ids.data, encoded.attention_mask.data
+        counts = mask.sum(axis=1)
+        if ids.shape[1] >= self.max_length:  # some text may have been cut: count it whole
+            counts = self._tokenizer.encode(texts).attention_mask.data.sum(axis=1)
+        inputs = {"input_ids": ids.astype(np.int64, copy=False), "attention_mask": mask.astype(np.int64, copy=False)}
+        if "token_type_ids" in self._inputs:
+            inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])
+        if "position_ids" in self._inputs:
+            inputs["position_ids"] = np.maximum(np.cumsum(inputs["attention_mask"], axis=1) - 1, 0)
+        padded = shapes.pad_batch(inputs, pad_values={"input_ids": self._pad}, limit=self.max_length)
+        hidden = self._request.infer(padded)[self._output][: len(texts)]
+        vectors = self._pool(hidden, mask.astype(np.float32, copy=False))
+        return [(vector, int(count)) for vector, count in zip(vectors, counts)]
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if hidden.ndim == 2:  # the IR pools itself (a sentence_embedding output)
+            vectors = hidden
+        else:
+            hidden = hidden[:, : mask.shape[1]]  # drop the padded columns
+            rows = np.arange(len(mask))
+            if self.pooling == "mean":
+                vectors = np.einsum("rt,rth->rh", mask, hidden) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+            elif self.pooling == "cls":  # the first real token (the tokenizer may pad on the left)
+                vectors = hidden[rows, mask.argmax(axis=1)]
+            else:  # last_token: the last real token
+                vectors = hidden[rows, mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def close(self) -> None:
+        # Everything that holds the compiled model: the output port does too.
+        self._request = self._output = self._compiled = self._tokenizer = None
 
 
 def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
@@ -59,21 +112,18 @@ class TextEmbedder:
         self.max_length = max_length
         self._path = path
         self._vocabulary: list[str] | None = None
-        self.pipeline = embedding_pipeline(path, spec, pooling=pooling, normalize=normalize, max_length=max_length)
+        self._runner = EmbeddingRunner(path, spec, pooling=pooling, normalize=normalize, max_length=max_length)
         self.tokenizer = SharedTokenizer(path)  # request threads share it
-        # A first call compiles the shapes and tells the dimension; a broken IR fails here, at load time.
-        self.dimension = len(self.pipeline.embed_documents(["warm up"])[0])
-        self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # used by the batch thread only
+        # A first call compiles and tells the dimension; a broken IR fails here, at load time.
+        self.dimension = len(self._runner.run(["warm up"])[0][0])
         self.batcher: MicroBatcher[str, tuple[np.ndarray, int]] = MicroBatcher(
             self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name,
             max_queued_items=max_queued_items)
 
     def _embed_batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
-        # Token counts come from one tokenizer call per batch, on the batch thread: counting per
-        # request on the event loop cost more than a millisecond of CPU each under load.
-        counts = self._batch_tokenizer.encode(texts).attention_mask.data.sum(axis=1)
-        vectors = self.pipeline.embed_documents(texts)
-        return [(np.asarray(v, dtype=np.float32), int(n)) for v, n in zip(vectors, counts)]
+        # Token counts come from the batch's tokenizer call, on the batch thread: counting per request
+        # on the event loop cost more than a millisecond of CPU each under load.
+        return self._runner.run(texts)
 
     async def embed(self, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
         """Vectors and untruncated token counts, in input order. Raises batching.ItemFailed (index into
@@ -96,9 +146,8 @@ class TextEmbedder:
 
     def close(self) -> None:
         self.batcher.close()
-        self.pipeline = None
+        self._runner.close()
         self.tokenizer = None
-        self._batch_tokenizer = None
 
 
 class EmbeddingModel:

@@ -33,7 +33,7 @@ from typing import AsyncIterator, Callable
 import openvino_genai as ov_genai
 import structlog
 
-from server import metrics
+from server import metrics, native_memory
 from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
 from server.pipelines.grammar_probe import GrammarProbe
@@ -75,7 +75,7 @@ def _worker_environment() -> dict[str, str]:
     must import this very package even when the server was started from another directory."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    return native_memory.worker_environment({**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")})
 
 
 class EngineUnavailable(RuntimeError):

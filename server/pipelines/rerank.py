@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import openvino_genai as ov_genai
 
-from server.pipelines import ir
+from server.pipelines import ir, shapes
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
@@ -104,8 +104,9 @@ class CrossEncoderScorer:
             attention[i, : len(row)] = 1
             token_types[i, : len(kinds)] = kinds
         inputs = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": token_types}
-        result = self._request.infer({k: v for k, v in inputs.items() if k in self._input_names})
-        logits = np.asarray(result[self._compiled.output(0)], dtype=np.float64).reshape(len(rows), -1)[:, 0]
+        inputs = {k: v for k, v in inputs.items() if k in self._input_names}
+        result = self._request.infer(shapes.pad_batch(inputs, pad_values={"input_ids": self._pad}, limit=self.max_length))
+        logits = np.asarray(result[self._compiled.output(0)], dtype=np.float64)[: len(rows)].reshape(len(rows), -1)[:, 0]
         return [float(x) for x in 1.0 / (1.0 + np.exp(-logits))]
 
     async def score(self, query: str, texts: list[str]) -> list[float]:

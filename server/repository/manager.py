@@ -18,9 +18,6 @@ Rules (see README "The model repository"):
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import functools
 import gc
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -32,7 +29,7 @@ from typing import Any, AsyncIterator, Callable
 
 import structlog
 
-from server import metrics
+from server import metrics, native_memory
 from server.errors import BadRequest, Conflict, ModelNotFound, ModelNotReady
 from server.pipelines.base import ModelLoader, ModelLoadError
 from server.repository import config as model_config
@@ -382,7 +379,7 @@ class ModelManager:
         def close() -> None:
             instance.model.close()
             gc.collect()  # OpenVINO frees compiled models on destruction; make that happen now
-            _return_freed_memory()
+            native_memory.return_freed_memory()
 
         try:
             await self._run(self._executors.release, close)
@@ -601,22 +598,6 @@ class ModelManager:
         await self.settle()
         for executor in self._executors.all:
             executor.shutdown(wait=True)
-
-
-def _return_freed_memory() -> None:
-    """glibc keeps freed heap pages in its arenas; after a model is released, hand them back to the OS
-    so the process shrinks (measured in tools/bench/soak.py: RSS after unloading every model)."""
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:  # not glibc (musl, macOS): nothing to trim
-        return None
 
 
 def _checked_override(document: Any) -> dict:

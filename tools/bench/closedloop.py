@@ -31,6 +31,17 @@ MODES = ("server", "raw")
 GOAL = 0.8  # server/raw wanted at the highest concurrency
 
 
+def text_embedding_pipeline(path: Path, spec, *, pooling: str, normalize: bool, max_length: int):
+    """The raw reference: OpenVINO GenAI's own TextEmbeddingPipeline with the served settings (the server
+    runs the same IR itself, on padded shapes: server/pipelines/embeddings.py)."""
+    import openvino_genai as ov_genai
+
+    config = ov_genai.TextEmbeddingPipeline.Config()
+    config.pooling_type = getattr(ov_genai.TextEmbeddingPipeline.PoolingType, pooling.upper())
+    config.normalize, config.max_length = normalize, max_length
+    return ov_genai.TextEmbeddingPipeline(str(path), spec.device, config, **spec.plugin_config)
+
+
 # ----------------------------------------------------------------------------- measurements
 
 
@@ -226,16 +237,14 @@ class RawMode:
         """After the per-C runs, with the pipeline still loaded."""
 
     def run_all(self, sample: dict[int, list[float]]) -> list[RawRun]:
-        from server.pipelines.embeddings import embedding_pipeline
-
         args = self.args
         spec = served_config(args).pipeline
         settings = spec.settings
         normalize = self.normalize(settings)
         release_memory()
         t0 = time.perf_counter()
-        pipeline = embedding_pipeline(args.version_dir, spec, pooling=settings.pooling, normalize=normalize,
-                                      max_length=settings.max_length)
+        pipeline = text_embedding_pipeline(args.version_dir, spec, pooling=settings.pooling, normalize=normalize,
+                                           max_length=settings.max_length)
         print(f"[raw] TextEmbeddingPipeline loaded in {time.perf_counter() - t0:.1f}s ({spec.device}, "
               f"pooling {settings.pooling}, normalize {normalize}, max_length {settings.max_length}, "
               f"properties {dict(spec.plugin_config)})", file=sys.stderr)

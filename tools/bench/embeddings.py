@@ -6,7 +6,7 @@ Two modes, measured one after the other in the same run (never two at once: Open
           OpenAI `POST /v3/embeddings` with one sentence per request, encoding_format float, sent by C
           concurrent clients back to back (keep-alive raw HTTP/1.1: common.HTTPConnection). The server
           micro-batches concurrent requests.
-  raw     an in-process openvino_genai.TextEmbeddingPipeline built like the server builds it (same
+  raw     an in-process openvino_genai.TextEmbeddingPipeline with the settings the server serves (same
           config.json, same schema defaults: pooling, normalize, max_length, device, plugin_config),
           embedding THE SAME sentences in the same order in batches of min(C, max_batch_size): the upper
           bound the server's micro-batching can reach. Also one sentence per call, as a reference.

@@ -7,7 +7,7 @@ Two modes, measured one after the other in the same run (never two at once: Open
           clients back to back (keep-alive raw HTTP/1.1: common.HTTPConnection). With scoring
           embeddings_cosine (the demo all-MiniLM-L6-v2-rerank), the server embeds [query, *documents] through its micro-batcher,
           items of concurrent requests sharing pipeline calls, and scores (1 + cos) / 2.
-  raw     an in-process openvino_genai.TextEmbeddingPipeline built like the server's cosine scorer (pooling
+  raw     an in-process openvino_genai.TextEmbeddingPipeline set up like the server's cosine scorer (pooling
           and max_length from the rerank section, normalize true), embedding THE SAME texts in the same
           order ([query, *documents] of request 0, then request 1, ...) in batches of
           min(C * (k + 1), max_batch_size) texts, then (1 + cos) / 2 per document: the upper bound.
