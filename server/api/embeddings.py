@@ -24,7 +24,7 @@ async def create_embeddings(request: Request) -> HTTPResponse:
         check_task(instance, "embeddings", "/v3/embeddings")
         model = instance.model
         embedder = model.embedder
-        texts = await embeddings.prepare_input(embedder, body["input"])
+        texts = await embeddings.prepare_input(embedder, body["input"], token_ids=model.settings.token_ids)
         vectors, tokens = await within(deadline_for(request, instance), embeddings.embed(
             embedder, texts, truncate=model.settings.truncate, param="input"))
         vectors = embeddings.resize(vectors, body.get("dimensions"), embedder.dimension,

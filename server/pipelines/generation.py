@@ -397,6 +397,13 @@ class GenerationEngine:
             self._process.wait()
 
 
+def _vocab_size(metadata: ModelMetadata) -> int | None:
+    """The logits' last dimension. (Not len(tokenizer.get_vocab_vector()): that decodes every piece as
+    UTF-8, and byte-level pieces of GGUF tokenizers are not.)"""
+    logits = next((spec for spec in metadata.outputs if spec.name == "logits"), None)
+    return logits.shape[-1] if logits is not None and logits.shape and logits.shape[-1] > 0 else None
+
+
 class GenerationModel:
     task = "text_generation"
 
@@ -405,6 +412,7 @@ class GenerationModel:
         self.metadata = metadata
         self.settings: GenerationSettings = spec.settings
         self.context_length = context_length(path, self.settings)
+        self.vocab_size = _vocab_size(metadata)  # bounds token-id prompts; None: unknown
         with build_lock or nullcontext():  # in-process OpenVINO work only; the worker builds without it
             self.tokenizer = SharedTokenizer(path)  # the preparation thread and the event loop share it
         self.preparation = preparation_thread(f"{model_id}:{path.name}")  # prompts: templating, tokenizing

@@ -45,7 +45,7 @@ import openvino as ov
 import openvino_genai as ov_genai
 
 from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
-from server.pipelines.sampling import build_config
+from server.pipelines.sampling import CONSTRAINTS, build_config
 from server.pipelines.stops import StopStringFilter
 
 MAX_FAILED_STEPS = 3  # unexplained step() failures in a row (rebuilds between them) mean the model is broken
@@ -282,7 +282,7 @@ class Worker:
         """Re-add a surviving request to the fresh pipeline; its detokenizer and stop state stay, so its
         stream goes on. A structured-output request that already produced tokens cannot resume: its
         grammar would start over in the middle of its JSON."""
-        if request.generated and request.params.get("json_schema") is not None:
+        if request.generated and any(request.params.get(key) is not None for key in CONSTRAINTS):
             return self._fail([request.request_id], "the engine was restarted while running this request")
         try:
             request.handle = self._add_to_pipeline(request.prompt_ids + request.generated,

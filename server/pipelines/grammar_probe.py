@@ -36,30 +36,32 @@ class GrammarProbe:
         self._lock: asyncio.Lock | None = None
         self._verdicts: OrderedDict[str, str | None] = OrderedDict()  # schema -> None (compiles) or why not
 
-    async def check(self, schema: str) -> str | None:
-        """None when the schema compiles, else a reason that is safe to show."""
-        if schema in self._verdicts:
-            self._verdicts.move_to_end(schema)
-            return self._verdicts[schema]
+    async def check(self, schema: str, kind: str = "json_schema") -> str | None:
+        """None when the schema compiles, else a reason that is safe to show. `kind`: the sampling
+        params key it goes under (json_schema, or structural_tag for tool calls)."""
+        key = f"{kind}:{schema}"
+        if key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            return self._verdicts[key]
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # one schema at a time: the probe has one sequence slot
-            if schema not in self._verdicts:
-                self._remember(schema, await self._compile(schema))
-        return self._verdicts[schema]
+            if key not in self._verdicts:
+                self._remember(key, await self._compile(schema, kind))
+        return self._verdicts[key]
 
     def _remember(self, schema: str, verdict: str | None) -> None:
         self._verdicts[schema] = verdict
         while len(self._verdicts) > CACHED_VERDICTS:
             self._verdicts.popitem(last=False)
 
-    async def _compile(self, schema: str) -> str | None:
+    async def _compile(self, schema: str, kind: str) -> str | None:
         from server.pipelines.generation import GenerationEngine  # the probe is a generation worker too
 
         if self._engine is None or self._engine.broken:
             self._engine = await asyncio.to_thread(GenerationEngine, self._path, self._spec, self._name,
                                                    self._version)
-        params = {"max_new_tokens": 1, "json_schema": schema, "eos_token_id": self._eos}
+        params = {"max_new_tokens": 1, kind: schema, "eos_token_id": self._eos}
         try:
             async with asyncio.timeout(self._timeout):
                 async for update in self._engine.generate([self._eos], params):

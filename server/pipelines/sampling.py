@@ -3,17 +3,40 @@ worker (GenerationConfig cannot be pickled), and the one place that turns them i
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import openvino_genai as ov_genai
+
+_Tags = ov_genai.StructuredOutputConfig
+CONSTRAINTS = ("json_schema", "structural_tag")  # the params keys that constrain the output
+
+
+def structural_tag(tree: dict) -> Any:
+    """GenAI's structural tag from the plain tree of server/services/tool_grammar.py."""
+    if "const" in tree:
+        return _Tags.ConstString(tree["const"])
+    if "json_schema" in tree:
+        return _Tags.JSONSchema(tree["json_schema"])
+    if "concat" in tree:
+        return _Tags.Concat(*[structural_tag(part) for part in tree["concat"]])
+    if "union" in tree:
+        return _Tags.Union(*[structural_tag(option) for option in tree["union"]])
+    raise ValueError(f"unknown structural tag node {sorted(tree)}")
 
 
 def build_config(params: dict) -> ov_genai.GenerationConfig:
-    """`params` holds GenerationConfig field names, plus `json_schema` for structured output."""
+    """`params` holds GenerationConfig field names, plus `json_schema` (a JSON schema's text) or
+    `structural_tag` (a structural tag tree's JSON text) for structured output."""
     fields = dict(params)
     json_schema = fields.pop("json_schema", None)
+    tag = fields.pop("structural_tag", None)
     if "stop_token_ids" in fields:
         fields["stop_token_ids"] = set(fields["stop_token_ids"])
     config = ov_genai.GenerationConfig()
     config.update_generation_config(**fields)
     if json_schema is not None:
         config.structured_output_config = ov_genai.StructuredOutputConfig(json_schema=json_schema)
+    if tag is not None:
+        config.structured_output_config = ov_genai.StructuredOutputConfig(structural_tags_config=structural_tag(json.loads(tag)))
     return config

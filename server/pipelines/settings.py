@@ -47,6 +47,8 @@ class GenerationSettings(_Section):
     stall_timeout_s: float | None = None  # None: the server's --stall-timeout
     schema_probe: bool = True
     schema_compile_timeout_s: float = 10
+    tool_parser: str | None = None  # None: detected from the chat template (server/services/tools.py)
+    reasoning_parser: str | None = None  # "think": <think>...</think> becomes reasoning_content
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class EmbeddingSettings(_Section):
     normalize: bool = True
     max_length: int = 512
     truncate: bool = False
+    token_ids: str = "refuse"  # refuse | model: whether token-id input is read as this model's vocabulary
     max_batch_size: int = 32
     batch_wait_ms: float = 0
     max_queued_items: int | None = None  # None: the server's --max-queued-items

@@ -13,11 +13,22 @@ from server.pipelines.batching import ItemFailed
 from server.pipelines.embeddings import TextEmbedder
 
 
-async def prepare_input(embedder: TextEmbedder, value: str | list) -> list[str]:
+TOKEN_IDS_REFUSED = (
+    "This model does not take token ids: they would be read as this model's own tokens, and ids made by "
+    "another tokenizer give meaningless vectors. Send text. LangChain's OpenAIEmbeddings sends OpenAI "
+    "tokenizer ids by default: pass check_embedding_ctx_length=False. If your ids are this model's own, "
+    "set embeddings.token_ids to \"model\" in its config.json"
+)
+
+
+async def prepare_input(embedder: TextEmbedder, value: str | list, *, token_ids: str) -> list[str]:
     """input_texts() off the event loop when it has work to do: joining thousands of token ids (and
-    reading the vocabulary the first time) froze the server for seconds on the event loop."""
+    reading the vocabulary the first time) froze the server for seconds on the event loop.
+    `token_ids`: the model's embeddings.token_ids ("refuse": ids are a 400)."""
     if isinstance(value, str) or isinstance(value[0], str):
         return input_texts(embedder, value)  # nothing to compute
+    if token_ids != "model":
+        raise BadRequest(TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     return await asyncio.to_thread(input_texts, embedder, value)
 
 

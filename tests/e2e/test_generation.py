@@ -84,6 +84,26 @@ def test_completions_unary_and_stream(client: OpenAI, tokenizer: ov_genai.Tokeni
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_completions_prompt_lists(client: OpenAI, tokenizer: ov_genai.Tokenizer) -> None:
+    """Strings, token ids and token-id lists, as OpenAI defines them: choices prompt by prompt."""
+    ids = tokenizer.encode("Once upon a time").input_ids.data[0].tolist()
+    for prompt, count in ((["Once upon a time", "hey"], 2), (ids, 1), ([ids, ids[:2], ids], 3)):
+        response = client.completions.create(model=MODEL, prompt=prompt, max_tokens=64, n=2)
+        assert [c.index for c in response.choices] == list(range(2 * count))
+        assert all(c.text == REPLY and c.finish_reason == "stop" for c in response.choices)
+    lengths = [len(tokenizer.encode(text).input_ids.data[0]) for text in ("Once upon a time", "hey")]
+    response = client.completions.create(model=MODEL, prompt=["Once upon a time", "hey"], max_tokens=64)
+    assert response.usage.prompt_tokens == sum(lengths)
+    echoed = client.completions.create(model=MODEL, prompt=["Once upon a time", "hey"], echo=True, max_tokens=2)
+    assert [c.text[: len(p)] for c, p in zip(echoed.choices, ["Once upon a time", "hey"])] == ["Once upon a time", "hey"]
+    chunks = list(client.completions.create(model=MODEL, prompt=["a", "b", "c"], stream=True, max_tokens=64))
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    assert texts == {0: REPLY, 1: REPLY, 2: REPLY}
+
+
 def test_completions_echo_and_logprobs(client: OpenAI) -> None:
     plain = client.completions.create(model=MODEL, prompt="hey", max_tokens=3).choices[0].text
     assert REPLY.startswith(plain) and plain
@@ -230,7 +250,9 @@ def generated_tokens(server: ServerProcess) -> float:
     [
         ({"model": MODEL}, None),
         ({"model": MODEL, "messages": []}, "messages"),
-        ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),  # no tool_call_id
+        ({"model": MODEL, "messages": [{"role": "critic", "content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": [{"role": "user"}]}, "messages[0]"),  # content only optional for assistants
         ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
          "messages[0].content[0].type"),
         ({"model": MODEL, "messages": HI, "temperature": 3}, "temperature"),
@@ -243,7 +265,10 @@ def generated_tokens(server: ServerProcess) -> float:
         ({"model": MODEL, "messages": HI, "stream_options": {"include_usage": True}}, "stream_options"),
         ({"model": MODEL, "messages": HI, "top_logprobs": 1}, "top_logprobs"),
         ({"model": MODEL, "messages": HI, "logprobs": True, "top_logprobs": 5}, "top_logprobs"),
-        ({"model": MODEL, "messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"model": MODEL, "messages": HI, "functions": [{"name": "f"}]}, "functions"),
+        ({"model": MODEL, "messages": [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}, *HI]},
+         "messages[0].tool_calls[0].function.arguments"),
         ({"model": MODEL, "messages": HI, "logit_bias": {"1": 5}}, "logit_bias"),
         ({"model": MODEL, "messages": HI, "response_format": {"type": "xml"}}, "response_format.type"),
         ({"model": MODEL, "messages": HI, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
@@ -264,7 +289,10 @@ def test_bad_chat_requests_are_400_with_param(server: ServerProcess, body: dict,
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
+        ({"model": MODEL, "prompt": ["a", ""]}, "prompt"),
+        ({"model": MODEL, "prompt": [1, 10**9]}, "prompt"),
+        ({"model": MODEL, "prompt": [[1], []]}, "prompt[1]"),
+        ({"model": MODEL, "prompt": [["a"]]}, "prompt[0][0]"),
         ({"model": MODEL, "prompt": ""}, "prompt"),
         ({"model": MODEL, "prompt": "x", "logprobs": 3}, "logprobs"),
         ({"model": MODEL, "prompt": "x", "echo": True, "logprobs": 1}, "echo"),

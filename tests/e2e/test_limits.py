@@ -213,7 +213,7 @@ def test_json_nested_ten_thousand_deep_is_400_on_every_post_route(server: Server
     ("/v3/chat/completions", {"model": CHAT, "messages": HI, "n": 2.0, "max_tokens": 3.0}),
     ("/v3/completions", {"model": CHAT, "prompt": "hi", "max_tokens": 2.0, "seed": 1.0}),
     ("/v3/embeddings", {"model": EMBED, "input": "hello", "dimensions": 64.0}),
-    ("/v3/embeddings", {"model": EMBED, "input": [101.0, 7592.0]}),
+    ("/v3/completions", {"model": CHAT, "prompt": [5.0, 17.0], "max_tokens": 2}),  # token ids
     ("/v3/rerank", {"model": "tiny-rerank", "query": "q", "documents": ["a", "b"], "top_n": 1.0}),
     ("/v3/v2/embed", {"model": EMBED, "texts": ["a"], "input_type": "search_query", "embedding_types": ["float"],
                       "output_dimension": 64.0}),

@@ -281,9 +281,12 @@ async def test_embed_names_the_failing_input_under_the_route_param() -> None:
 
 async def test_token_ids_are_joined_off_the_event_loop() -> None:
     embedder = FakeEmbedder(MicroBatcher(lambda items: items, max_batch_size=8, wait_s=0, name="t"))
-    assert await embeddings_service.prepare_input(embedder, [[0, 1, 2], [1]]) == ["hello worlds", "world"]
+    ids = [[0, 1, 2], [1]]
+    assert await embeddings_service.prepare_input(embedder, ids, token_ids="model") == ["hello worlds", "world"]
     assert embedder.threads and embedder.threads[0] != threading.current_thread().name
-    assert await embeddings_service.prepare_input(embedder, "text") == ["text"]
+    assert await embeddings_service.prepare_input(embedder, "text", token_ids="refuse") == ["text"]
+    with pytest.raises(BadRequest, match="check_embedding_ctx_length=False"):
+        await embeddings_service.prepare_input(embedder, ids, token_ids="refuse")
     embedder.batcher.close()
 
 

@@ -37,11 +37,13 @@ def test_param_names_follow_openai_paths() -> None:
 
 
 def test_unsupported_fields_are_named() -> None:
-    error = error_of({"model": "m", "messages": HI, "tools": [{"type": "function"}]})
+    error = error_of({"model": "m", "messages": HI, "logit_bias": {"42": 5}})
     assert isinstance(error, Unsupported)
-    assert error.param == "tools"
+    assert error.param == "logit_bias"
+    assert error_of({"model": "m", "messages": HI, "store": True}).param == "store"
     for off in (None, False, [], {}):  # an explicit "off" is not a request for the feature
-        assert validate_body(request({"model": "m", "messages": HI, "tools": off, "store": off}), "chat_completions")
+        assert validate_body(request({"model": "m", "messages": HI, "logit_bias": off, "store": off}),
+                             "chat_completions")
 
 
 def test_body_must_be_a_json_object() -> None:
