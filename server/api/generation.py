@@ -13,7 +13,7 @@ from server.api.deadline import deadline_for, stream_within, within
 from server.api.sse import stream_events
 from server.api.tasks import check_task
 from server.api.validation import read_body
-from server.services import generation
+from server.services import generation, generation_plan
 
 TASK = "text_generation"
 
@@ -43,11 +43,11 @@ async def _serve(request: Request, schema: str, planner, route: str) -> HTTPResp
 
 
 async def chat_completions(request: Request) -> HTTPResponse | None:
-    return await _serve(request, "chat_completions", generation.plan_chat, "/v3/chat/completions")
+    return await _serve(request, "chat_completions", generation_plan.plan_chat, "/v3/chat/completions")
 
 
 async def completions(request: Request) -> HTTPResponse | None:
-    return await _serve(request, "completions", generation.plan_completion, "/v3/completions")
+    return await _serve(request, "completions", generation_plan.plan_completion, "/v3/completions")
 
 
 for _bp in bp.blueprints:

@@ -60,7 +60,7 @@ def test_not_an_object_or_not_json(raw: bytes) -> None:
 def test_sampling_filters_without_temperature_sample_at_openais_default() -> None:
     from types import SimpleNamespace
 
-    from server.services.generation import _sampling_params
+    from server.services.generation_plan import _sampling_params
 
     model = SimpleNamespace(eos_token_id=2, stop_token_ids=[2])
     for field, value in (("top_p", 0.9), ("top_k", 5), ("min_p", 0.1)):
