@@ -234,7 +234,9 @@ def test_disconnect_mid_stream_frees_the_request(server: ServerProcess) -> None:
     assert time.monotonic() - started < 5
     tokens_then = generated_tokens(server)
     time.sleep(0.5)
-    assert generated_tokens(server) == tokens_then  # nothing is generating for nobody
+    # Nothing is generating for nobody: tiny-chat would make dozens of tokens in 0.5 s. A step already
+    # running when the cancel reached the worker may still report its one token (seen once in CI).
+    assert generated_tokens(server) - tokens_then <= 1
 
 
 def generated_tokens(server: ServerProcess) -> float:
