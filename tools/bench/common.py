@@ -201,7 +201,8 @@ def free_port() -> int:
 
 def single_model_repository(model_dir: Path, model_id: str, parent: Path | None = None) -> Path:
     """A temporary repository holding only `model_dir` under `model_id` (e.g. "org/name"): its
-    config.json is copied, its version folders are symlinked (the server's scan follows symlinks).
+    config.json is copied, its version folders are hard-linked file by file (copied across file
+    systems). Not symlinked: the server follows no link that leaves its repository.
     Returns the repository root; the caller removes it (shutil.rmtree) when done."""
     model_dir = Path(model_dir).resolve()
     root = Path(tempfile.mkdtemp(prefix="bench-repo-", dir=parent))
@@ -214,8 +215,15 @@ def single_model_repository(model_dir: Path, model_id: str, parent: Path | None 
         shutil.rmtree(root)
         raise SystemExit(f"error: {model_dir} has no version folder (1/, 2/, ...)")
     for version in versions:
-        (target / version.name).symlink_to(version, target_is_directory=True)
+        shutil.copytree(version, target / version.name, copy_function=_link_or_copy)
     return root
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system
+        shutil.copy2(source, destination)
 
 
 def latest_version_dir(model_dir: Path) -> Path:
