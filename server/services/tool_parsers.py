@@ -25,7 +25,6 @@ import json
 import re
 from dataclasses import dataclass, field
 
-PARSERS = ("hermes", "mistral", "llama3_json", "pythonic", "json")
 _ARGUMENT_KEYS = ("arguments", "parameters")
 
 
@@ -187,10 +186,6 @@ class ToolStream:
         self._started: list[bool] = []
         self._sent: list[int] = []  # argument characters sent per call
         self._finished = False
-
-    @property
-    def in_calls(self) -> bool:
-        return self._region is not None
 
     def feed(self, text: str) -> list[Event]:
         if self._region is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from server.errors import BadRequest
@@ -34,10 +34,8 @@ _TEMPLATE_MARKERS = (("<tool_call>", "hermes"), ("[TOOL_CALLS]", "mistral"), ("<
 @dataclass
 class ToolPlan:
     tools: list[dict]  # OpenAI function tools as given (parameters filled in)
-    choice: str  # "auto" | "required" | "function" (a named one)
     parser: str  # how the answer is read: a tool_parsers name
     grammar: dict | None = None  # the structural tag required / named calls are generated under (tool_grammar)
-    names: list[str] = field(default_factory=list)
 
 
 def template_parser(chat_template: str) -> str | None:
@@ -76,15 +74,15 @@ def plan_tools(body: dict, *, chat_template: str, configured_parser: str | None,
             raise BadRequest(f"tool_choice names the function '{name[:64]}', which is not among the tools "
                              f"({', '.join(names)})", param="tool_choice.function.name")
         chosen = [tool for tool in checked if tool["function"]["name"] == name]
-        return ToolPlan(checked, "function", "json", tool_grammar.calls_tag(chosen, most=1), names)
+        return ToolPlan(checked, "json", tool_grammar.calls_tag(chosen, most=1))
     if choice == "required":
         most = tool_grammar.MAX_PARALLEL_CALLS if parallel else 1
-        return ToolPlan(checked, "required", "json", tool_grammar.calls_tag(checked, most=most), names)
+        return ToolPlan(checked, "json", tool_grammar.calls_tag(checked, most=most))
     if knows_tools(chat_template):
         parser = configured_parser or template_parser(chat_template) or "json"
     else:
         parser = configured_parser or "json"  # the generic format GenAI's renderer teaches
-    return ToolPlan(checked, "auto", parser, None, names)
+    return ToolPlan(checked, parser)
 
 
 def _checked_tool(tool: dict, index: int, limits: Limits) -> dict:
