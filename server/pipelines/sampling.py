@@ -22,6 +22,13 @@ def structural_tag(tree: dict) -> Any:
         return _Tags.Concat(*[structural_tag(part) for part in tree["concat"]])
     if "union" in tree:
         return _Tags.Union(*[structural_tag(option) for option in tree["union"]])
+    if "regex" in tree:
+        return _Tags.Regex(tree["regex"])
+    if "triggered" in tree:
+        spec = tree["triggered"]
+        tags = [_Tags.Tag(tag["begin"], structural_tag(tag["content"]), tag["end"]) for tag in spec["tags"]]
+        return _Tags.TriggeredTags(spec["triggers"], tags, at_least_one=False,
+                                   stop_after_first=spec["stop_after_first"])
     raise ValueError(f"unknown structural tag node {sorted(tree)}")
 
 

@@ -189,6 +189,10 @@ def _check_stream_options(body: dict) -> None:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
 
 
+def _constrained_format(body: dict) -> bool:
+    return (body.get("response_format") or {}).get("type", "text") != "text"
+
+
 def plan_chat(model_id: str, model: GenerationModel, body: dict, limits: Limits) -> GenerationPlan:
     _check_stream_options(body)
     top = body.get("top_logprobs")
@@ -202,10 +206,12 @@ def plan_chat(model_id: str, model: GenerationModel, body: dict, limits: Limits)
                                         configured_parser=model.settings.tool_parser, limits=limits)
     call_grammar = None
     if tool_plan is not None and tool_plan.grammar is not None:
-        if (body.get("response_format") or {}).get("type", "text") != "text":
+        if _constrained_format(body):
             raise BadRequest("'response_format' cannot be combined with tool_choice 'required' or a named function",
                              param="tool_choice")
         call_grammar = json.dumps(tool_plan.grammar)
+    elif tool_plan is not None and tool_plan.guard is not None and not _constrained_format(body):
+        call_grammar = json.dumps(tool_plan.guard)  # response_format, if any, wins over the guard
     prompt = chat_prompt(model, body, tool_plan)
     prompt_ids = token_ids(model, prompt, add_special_tokens=False)  # the template adds special tokens itself
     logprobs = (top or 0) if body.get("logprobs") else None
@@ -249,7 +255,8 @@ def _completion_prompts(model: GenerationModel, prompt: str | list) -> list[tupl
 def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompts: list[tuple[str, list[int]]],
           prompt_param: str, logprobs: int | None, limits: Limits, call_grammar: str | None = None) -> GenerationPlan:
     """Runs on a worker thread (templating and tokenizing a large prompt take seconds). `call_grammar`:
-    the structural tag required / named tool calls are generated under, instead of response_format."""
+    the structural tag tool calls are generated under (required / named, or auto's guard), instead of
+    response_format."""
     stops = _stops(body, limits)
     max_new_tokens = _max_new_tokens(model, body, max(len(ids) for _, ids in prompts), prompt_param)
     json_schema = None if call_grammar is not None else _json_schema(body, limits)

@@ -5,11 +5,13 @@ answer is read back.
   tools, OpenVINO GenAI's template renderer (minja, as in llama.cpp's server) describes them in a
   system message, and renders earlier calls and tool results as JSON text: the generic format, read
   back by the `json` parser.
-- `tool_choice: "required"` or a named function: generation is constrained (tool_grammar.py) to
-  {"tool_calls": [{"name": <one of the tools>, "arguments": <that tool's parameters>}, ...]}, so the
-  name exists and the arguments validate against the tool's schema (whatever the model).
+- `tool_choice: "required"` or a named function: generation is constrained (tool_grammar.py) to calls
+  whose name exists and whose arguments validate against the tool's schema (whatever the model), in
+  the model's own framing where tool_grammar knows it (hermes), else the generic
+  {"tool_calls": [{"name": <one of the tools>, "arguments": <that tool's parameters>}, ...]}.
 - `tool_choice: "auto"`: the model decides; its answer is read with the model's parser
-  (text_generation.tool_parser in config.json, else detected from the chat template).
+  (text_generation.tool_parser in config.json, else detected from the chat template). In the formats
+  of tool_grammar.FRAMED_FORMATS, a call the model begins is finished under the same grammar.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ToolPlan:
     tools: list[dict]  # OpenAI function tools as given (parameters filled in)
     parser: str  # how the answer is read: a tool_parsers name
     grammar: dict | None = None  # the structural tag required / named calls are generated under (tool_grammar)
+    guard: dict | None = None  # for "auto": the triggered tag that constrains the calls the model begins
 
 
 def template_parser(chat_template: str) -> str | None:
@@ -68,21 +71,20 @@ def plan_tools(body: dict, *, chat_template: str, configured_parser: str | None,
     if choice == "none":
         return None
     parallel = body.get("parallel_tool_calls") is not False
-    if isinstance(choice, dict):
-        name = choice["function"]["name"]
-        if name not in names:
-            raise BadRequest(f"tool_choice names the function '{name[:64]}', which is not among the tools "
-                             f"({', '.join(names)})", param="tool_choice.function.name")
-        chosen = [tool for tool in checked if tool["function"]["name"] == name]
-        return ToolPlan(checked, "json", tool_grammar.calls_tag(chosen, most=1))
-    if choice == "required":
-        most = tool_grammar.MAX_PARALLEL_CALLS if parallel else 1
-        return ToolPlan(checked, "json", tool_grammar.calls_tag(checked, most=most))
-    if knows_tools(chat_template):
-        parser = configured_parser or template_parser(chat_template) or "json"
-    else:
-        parser = configured_parser or "json"  # the generic format GenAI's renderer teaches
-    return ToolPlan(checked, parser)
+    # a template that knows no tools gets GenAI's renderer, which teaches the generic format (json)
+    parser = configured_parser or (template_parser(chat_template) if knows_tools(chat_template) else None) or "json"
+    if isinstance(choice, dict) or choice == "required":
+        forced = parser if parser in tool_grammar.FRAMED_FORMATS else "json"  # the model's own framing if we can
+        if isinstance(choice, dict):
+            name = choice["function"]["name"]
+            if name not in names:
+                raise BadRequest(f"tool_choice names the function '{name[:64]}', which is not among the tools "
+                                 f"({', '.join(names)})", param="tool_choice.function.name")
+            chosen, most = [tool for tool in checked if tool["function"]["name"] == name], 1
+        else:
+            chosen, most = checked, tool_grammar.MAX_PARALLEL_CALLS if parallel else 1
+        return ToolPlan(checked, forced, tool_grammar.calls_tag(chosen, most=most, parser=forced))
+    return ToolPlan(checked, parser, guard=tool_grammar.triggered_calls(checked, parser, parallel=parallel))
 
 
 def _checked_tool(tool: dict, index: int, limits: Limits) -> dict:

@@ -82,3 +82,31 @@ def test_required_is_constrained_on_a_native_template_too(client: OpenAI) -> Non
                                               tool_choice={"type": "function", "function": {"name": "get_time"}})
     (call,) = response.choices[0].message.tool_calls
     assert call.function.name == "get_time" and json.loads(call.function.arguments) == {}
+
+
+def test_auto_calls_are_finished_under_the_tools_schema(client: OpenAI) -> None:
+    """tiny-tools always writes {"city": "Paris"}; once it opens <tool_call>, the grammar holds it to
+    the offered schema, where Paris is not allowed."""
+    only_north = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"enum": ["Oslo", "Tromso"]}}, "required": ["city"]}}}
+    for stream in (False, True):
+        if stream:
+            with client.chat.completions.stream(model=MODEL, messages=ASK, tools=[TIME, only_north]) as events:
+                message = events.get_final_completion().choices[0].message
+        else:
+            message = client.chat.completions.create(model=MODEL, messages=ASK, tools=[TIME, only_north]).choices[0].message
+        (call,) = message.tool_calls
+        assert call.function.name == "get_weather"
+        assert json.loads(call.function.arguments)["city"] in ("Oslo", "Tromso")
+        assert not message.content
+
+
+def test_required_calls_are_written_in_the_models_own_format(client: OpenAI) -> None:
+    """Held to the generic {"tool_calls": [...]} format it was never trained on, tiny-tools repeated
+    "Paris" until max_tokens; in its own <tool_call> framing the call comes out whole."""
+    response = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                              max_tokens=120)
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}

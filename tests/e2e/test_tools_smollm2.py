@@ -78,3 +78,23 @@ def test_streamed_named_call_validates(client: OpenAI) -> None:
         final = stream.get_final_completion()
     assert final.choices[0].finish_reason == "tool_calls"
     assert_valid(final.choices[0].message.tool_calls, {"search_flights"})
+
+
+def test_parallel_calls_unary_and_streamed(client: OpenAI) -> None:
+    """Two questions, two calls (greedy, so unary and streamed agree): each with its own id, streamed
+    as index 0 then index 1, which the SDK reassembles."""
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris and in Rome?"}],
+           "tools": DEFINITIONS[:1], "tool_choice": "required", "max_tokens": 300}
+    unary = client.chat.completions.create(**ask).choices[0]
+    assert unary.finish_reason == "tool_calls" and len(unary.message.tool_calls) == 2
+    assert len({call.id for call in unary.message.tool_calls}) == 2
+    assert_valid(unary.message.tool_calls, {"get_weather"})
+    indexes = []
+    with client.chat.completions.stream(**ask) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                indexes.append(event.index)
+        streamed = stream.get_final_completion().choices[0]
+    assert indexes == sorted(indexes) and set(indexes) == {0, 1}
+    assert [(c.function.name, c.function.arguments) for c in streamed.message.tool_calls] == \
+        [(c.function.name, c.function.arguments) for c in unary.message.tool_calls]
