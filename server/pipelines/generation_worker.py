@@ -70,6 +70,15 @@ def scheduler_config(settings: dict) -> ov_genai.SchedulerConfig:
     return scheduler
 
 
+def engine_properties(settings: dict, plugin_config: dict) -> dict:
+    """The pipeline's properties: the model's plugin_config, plus GenAI's prompt_lookup switch when the
+    model asks for prompt-lookup decoding (every request then carries num_assistant_tokens and
+    max_ngram_size: see services/generation_plan.py)."""
+    if settings.get("prompt_lookup"):
+        return {**plugin_config, "prompt_lookup": True}
+    return dict(plugin_config)
+
+
 @dataclass
 class _Output:
     """What one step produced for one request."""
@@ -376,7 +385,8 @@ def main(conn: Connection, parent_pid: int) -> None:
         return
 
     def build() -> ov_genai.ContinuousBatchingPipeline:
-        return ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, plugin_config)
+        return ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device,
+                                                   engine_properties(settings, plugin_config))
 
     try:
         try:

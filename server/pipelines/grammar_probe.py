@@ -26,7 +26,7 @@ CACHED_VERDICTS = 256
 
 class GrammarProbe:
     def __init__(self, path: Path, spec: PipelineSpec, model_id: str, version: str, eos_token_id: int) -> None:
-        settings = dataclasses.replace(spec.settings, max_num_seqs=1, enable_prefix_caching=False,
+        settings = dataclasses.replace(spec.settings, max_num_seqs=1, enable_prefix_caching=False, prompt_lookup=False,
                                        max_queued_requests=1_000_000, stall_timeout_s=10 * 365 * 24 * 3600.0)  # timing is ours
         self._spec = dataclasses.replace(spec, settings=settings)
         self._path, self._name, self._version = path, f"{model_id}#schema-probe", version

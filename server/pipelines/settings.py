@@ -45,6 +45,9 @@ class GenerationSettings(_Section):
     max_context_length: int | None = None  # None: the HF config's max_position_embeddings, else 2048
     max_queued_requests: int | None = None  # None: the server's --max-queued-requests
     stall_timeout_s: float | None = None  # None: the server's --stall-timeout
+    prompt_lookup: bool = False  # prompt-lookup decoding (worker pipeline built with prompt_lookup=True)
+    num_assistant_tokens: int = 5
+    max_ngram_size: int = 3
     schema_probe: bool = True
     schema_compile_timeout_s: float = 10
     tool_parser: str | None = None  # None: detected from the chat template (server/services/tools.py)

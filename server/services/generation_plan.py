@@ -171,6 +171,9 @@ def _sampling_params(model: GenerationModel, body: dict, max_new_tokens: int, ch
         params["logprobs"] = 1
     if json_schema is not None:
         params["json_schema"] = json_schema
+    if model.settings.prompt_lookup:  # the engine needs both on every request once prompt_lookup is on
+        params["num_assistant_tokens"] = model.settings.num_assistant_tokens
+        params["max_ngram_size"] = model.settings.max_ngram_size
     return params
 
 
@@ -261,6 +264,10 @@ def _plan(kind: str, model_id: str, model: GenerationModel, body: dict, prompts:
     max_new_tokens = _max_new_tokens(model, body, max(len(ids) for _, ids in prompts), prompt_param)
     json_schema = None if call_grammar is not None else _json_schema(body, limits)
     n = body.get("n") or 1
+    if n > 1 and model.settings.prompt_lookup:
+        raise BadRequest("n > 1 is not available on this model: it uses prompt-lookup decoding "
+                         "(text_generation.prompt_lookup in its config.json), which the engine cannot combine "
+                         "with several choices per request", param="n", code="unsupported_parameter")
     configs = [_sampling_params(model, body, max_new_tokens, i, logprobs is not None, json_schema)
                for _ in prompts for i in range(n)]
     if call_grammar is not None:

@@ -71,3 +71,18 @@ def test_policy_only_changes_keep_the_pipeline_hash() -> None:
 )
 def test_version_policy(policy: dict, expected: list[int]) -> None:
     assert select_versions(policy, [1, 3, 2]) == expected
+
+
+def test_prompt_lookup_options_are_validated() -> None:
+    parsed = config.parse(b'{"task": "text_generation", "text_generation": {"prompt_lookup": true}}')
+    assert parsed.pipeline.settings.prompt_lookup is True
+    assert (parsed.pipeline.settings.num_assistant_tokens, parsed.pipeline.settings.max_ngram_size) == (5, 3)
+    assert problems({"task": "text_generation", "text_generation": {"prompt_lookup": "yes"}}) == [
+        "/text_generation/prompt_lookup: 'yes' is not of type 'boolean'"
+    ]
+    assert problems({"task": "text_generation", "text_generation": {"num_assistant_tokens": 0}}) == [
+        "/text_generation/num_assistant_tokens: 0 is less than the minimum of 1"
+    ]
+    assert problems({"task": "text_generation", "text_generation": {"max_ngram_size": 100}}) == [
+        "/text_generation/max_ngram_size: 100 is greater than the maximum of 32"
+    ]

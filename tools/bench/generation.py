@@ -26,6 +26,7 @@ alternating, and the report gives medians (see Results).
 
     .venv/bin/python tools/bench/generation.py
     .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
+    .venv/bin/python tools/bench/generation.py --model llama1b-int8 --concurrency 1 4 8
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from common import (  # noqa: E402
     REPO_ROOT, ConnectionPool, ForeignCPU, ServerProcess, fmt, markdown_table, ms, percentile, release_memory,
     process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
 )
+from models import MODELS as BENCH_MODELS, model_dir as bench_model_dir  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -81,6 +83,28 @@ PROMPTS = (
     "What language is spoken in Brazil?",
     "How do airplanes stay in the air?",
 )
+# --workload quote: answers that quote their prompt (what prompt-lookup decoding is for): each asks to
+# repeat one passage word for word, so the answer's n-grams are in the prompt.
+PASSAGES = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+    "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889.",
+    "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make "
+    "glucose and oxygen. It takes place mainly in the chloroplasts of leaf cells.",
+    "A compiler translates source code written in a high-level programming language into machine code that "
+    "a processor can run. Most compilers parse the code, check it, optimize it and then emit instructions.",
+    "The Pacific Ocean is the largest and deepest of the world's five oceans. It extends from the Arctic in "
+    "the north to the Southern Ocean in the south and covers about a third of the Earth's surface.",
+)
+QUOTE_PROMPTS = tuple(f"Repeat the following text exactly, word for word:\n\n{passage}" for passage in PASSAGES)
+WORKLOADS = {"questions": PROMPTS, "quote": QUOTE_PROMPTS}
+
+
+def use_workload(name: str) -> None:
+    """Make every mode ask the prompts of workload `name` (questions: short questions; quote: repeat a passage)."""
+    global PROMPTS
+    PROMPTS = WORKLOADS[name]
+
+
 # Warm-up, not counted: one short request, then every prompt once (all at once where the mode batches), so
 # that every measurement -- whichever C, mode or retry -- finds the prompts in the prefix cache (server, raw).
 WARMUP_PROMPT = "Say hello."
@@ -343,13 +367,16 @@ class _Prompts:
         self.warmup = encode(WARMUP_PROMPT)
 
 
-def _generation_config(defaults, max_new_tokens: int):
-    """What the server builds for temperature 0 + ignore_eos (services/generation.py), through the
-    server's own build_config."""
+def _generation_config(defaults, max_new_tokens: int, settings=None):
+    """What the server builds for temperature 0 + ignore_eos (services/generation_plan.py), through the
+    server's own build_config; with the model's prompt-lookup fields when its settings turn it on."""
     from server.pipelines.sampling import build_config
 
-    return build_config({"eos_token_id": defaults.eos_token_id, "stop_token_ids": list(defaults.stop_token_ids),
-                         "max_new_tokens": max_new_tokens, "ignore_eos": True})  # no do_sample: greedy
+    params = {"eos_token_id": defaults.eos_token_id, "stop_token_ids": list(defaults.stop_token_ids),
+              "max_new_tokens": max_new_tokens, "ignore_eos": True}  # no do_sample: greedy
+    if settings is not None and settings.prompt_lookup:
+        params.update(num_assistant_tokens=settings.num_assistant_tokens, max_ngram_size=settings.max_ngram_size)
+    return build_config(params)
 
 
 class RawMode:
@@ -358,14 +385,15 @@ class RawMode:
 
     def run_all(self) -> list[Run]:
         import openvino_genai as ov_genai
-        from server.pipelines.generation_worker import scheduler_config
+        from server.pipelines.generation_worker import engine_properties, scheduler_config
 
         args = self.args
         spec = served_settings(args.model_dir)
         settings = dataclasses.asdict(spec.settings)
         t0 = time.perf_counter()
         pipeline = ov_genai.ContinuousBatchingPipeline(
-            str(args.version_dir), scheduler_config(settings), spec.device, dict(spec.plugin_config))
+            str(args.version_dir), scheduler_config(settings), spec.device,
+            engine_properties(settings, dict(spec.plugin_config)))
         print(f"[raw] ContinuousBatchingPipeline loaded in {time.perf_counter() - t0:.1f}s "
               f"({spec.device}, scheduler {self._describe(settings)}, "
               f"properties {dict(spec.plugin_config)})", file=sys.stderr)
@@ -373,10 +401,10 @@ class RawMode:
             self._ids = itertools.count()
             prompts = _Prompts(pipeline.get_tokenizer())
             defaults = pipeline.get_config()
-            warmup = _generation_config(defaults, WARMUP_TOKENS)
+            warmup = _generation_config(defaults, WARMUP_TOKENS, spec.settings)
             self._drive(pipeline, [deque([prompts.warmup])], warmup, [])
             self._drive(pipeline, [deque([tensor]) for tensor in prompts.tensors], warmup, [])
-            config_tokens = _generation_config(defaults, args.max_tokens)
+            config_tokens = _generation_config(defaults, args.max_tokens, spec.settings)
 
             def measure(concurrency: int) -> Run:
                 queues = [deque(prompt_index(c, r, args.requests_per_client) for r in range(args.requests_per_client))
@@ -389,7 +417,11 @@ class RawMode:
                 progress.close()
                 return Run("raw", concurrency, wall, results)
 
-            return [measured(args, lambda: measure(concurrency)) for concurrency in args.concurrency]
+            runs = [measured(args, lambda: measure(concurrency)) for concurrency in args.concurrency]
+            for run in runs:
+                if run.concurrency == 1 and getattr(args, "breakdown", True):
+                    run.notes["step_ms"] = step_breakdown(pipeline, prompts, config_tokens, args.requests_per_client)
+            return runs
         finally:
             del pipeline
             release_memory()
@@ -437,6 +469,51 @@ class RawMode:
                     on_done()
                     if queues[client]:
                         add(client)
+
+
+def step_breakdown(pipeline, prompts: "_Prompts", config, requests: int) -> dict[str, float]:
+    """One decode step of one stream, in ms, from OpenVINO GenAI's own perf metrics: the pipeline's
+    generate() on the same prompts. inference = the model's infer request; sampling = GenAI's sampler;
+    engine other = the rest of a step (scheduler, KV-cache blocks, bookkeeping). detokenize = one batched
+    Tokenizer.decode of one token, as the server's worker calls it once per step."""
+    steps, inference, sampling = [], [], []
+    for index in range(requests):
+        result = pipeline.generate([prompts.tensors[index % len(prompts.tensors)]], [config])[0]
+        metrics = result.perf_metrics
+        raw = metrics.raw_metrics
+        generated = metrics.get_num_generated_tokens()
+        if generated < 2:
+            continue
+        steps.append((metrics.get_generate_duration().mean - metrics.get_ttft().mean) / (generated - 1))
+        inference.append(_mean(list(raw.token_infer_durations)[1:]) / 1000)  # microseconds
+        sampling.append(_mean(raw.sampling_durations) / 1000)
+    tokenizer = pipeline.get_tokenizer()
+    started = time.perf_counter()
+    for _ in range(100):
+        tokenizer.decode([[int(prompts.tensors[0].data[0][-1])]])
+    detokenize = (time.perf_counter() - started) * 10  # ms per call
+    step = statistics.median(steps)
+    return {"step": step, "inference": statistics.median(inference), "sampling": statistics.median(sampling),
+            "engine_other": step - statistics.median(inference) - statistics.median(sampling),
+            "detokenize": detokenize}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return statistics.fmean(values) if values else float("nan")
+
+
+def breakdown_line(raw: Run, server: Run | None) -> str:
+    """C = 1: where one step's time goes (raw perf metrics; the server's extra = its ITL minus raw's)."""
+    parts = raw.notes["step_ms"]
+    text = (f"one step at C=1 (ms): raw engine step {parts['step']:.2f} = model inference {parts['inference']:.2f} "
+            f"+ sampling {parts['sampling']:.3f} + scheduler and other engine work {parts['engine_other']:.2f}; "
+            f"batched detokenize {parts['detokenize']:.3f}")
+    if server is not None:
+        extra = server.itl_ms(50) - raw.itl_ms(50)
+        text += (f"; server ITL p50 {server.itl_ms(50):.2f} - raw ITL p50 {raw.itl_ms(50):.2f} = {extra:+.2f} "
+                 "(detokenization, worker IPC, SSE and HTTP)")
+    return text
 
 
 def token_timer(stats: RequestStats):
@@ -580,6 +657,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                      f"requests, {args.max_tokens} tokens each")
         lines.append(text_table((*HEADERS, *EXTRA_HEADERS), [
             [*results.row(mode, concurrency), *_extra(results.median_run(mode, concurrency))] for mode in modes]))
+        if concurrency == 1 and results.has("raw", 1) and "step_ms" in results.median_run("raw", 1).notes:
+            lines.append(breakdown_line(results.median_run("raw", 1),
+                                        results.median_run("server", 1) if results.has("server", 1) else None))
         if results.has("server", concurrency):
             server = results.median_run("server", concurrency)
             lines.append(f"server: benchmark client CPU {server.notes['client_cpu_s']:.2f}s, "
@@ -614,6 +694,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per request (64)")
     add_model_options(parser, MODES, DEFAULT_MODEL_DIR,
                       "model folder with config.json and version folders (the demo SmolLM2-135M-Instruct)")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="questions",
+                        help="questions: short distinct questions (default); quote: repeat a passage word for word")
+    parser.add_argument("--model", choices=sorted(BENCH_MODELS),
+                        help="a benchmark model of tools/bench/models.py instead of --model-dir (built if missing)")
     parser.add_argument("--idle-wait", type=float, default=300.0,
                         help="before each measurement, wait up to this many seconds for other processes to leave "
                              "the CPU (default 300; 0: do not wait)")
@@ -621,6 +705,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measure again when other processes used the CPU meanwhile, up to this many times (3)")
     add_output_options(parser, "also write every per-mode summary to this JSON file")
     args = parser.parse_args(argv)
+    use_workload(args.workload)
+    if args.model:
+        args.model_dir = bench_model_dir(args.model)
+        args.model_id = args.model_id or f"bench/{args.model}"
     resolve_model_args(parser, args)
     if min(args.concurrency) < 1 or args.requests_per_client < 1 or args.max_tokens < 1 or args.rounds < 1:
         parser.error("--concurrency, --requests-per-client, --max-tokens and --rounds must be positive")
