@@ -60,9 +60,10 @@ def test_not_an_object_or_not_json(raw: bytes) -> None:
 def test_sampling_filters_without_temperature_sample_at_openais_default() -> None:
     from types import SimpleNamespace
 
+    from server.pipelines.settings import GenerationSettings
     from server.services.generation_plan import _sampling_params
 
-    model = SimpleNamespace(eos_token_id=2, stop_token_ids=[2])
+    model = SimpleNamespace(eos_token_id=2, stop_token_ids=[2], settings=GenerationSettings())
     for field, value in (("top_p", 0.9), ("top_k", 5), ("min_p", 0.1)):
         params = _sampling_params(model, {field: value}, 8, 0, False, None)
         assert params["do_sample"] is True and params["temperature"] == 1.0 and params[field] == value
@@ -82,3 +83,17 @@ def test_huge_keys_are_refused_and_never_echoed() -> None:
         assert len(error.message) < 300 and len(error.param or "") < 300
     error = error_of(json.dumps({"a" * 200: "\ud800"}).encode())  # under the key limit: the path is cut
     assert len(error.param) < 100
+
+
+def test_prompt_lookup_models_give_every_request_its_proposal_sizes() -> None:
+    from types import SimpleNamespace
+
+    from server.pipelines.settings import GenerationSettings
+    from server.services.generation_plan import _sampling_params
+
+    settings = GenerationSettings(prompt_lookup=True, num_assistant_tokens=4, max_ngram_size=2)
+    model = SimpleNamespace(eos_token_id=2, stop_token_ids=[2], settings=settings)
+    params = _sampling_params(model, {"temperature": 0.5}, 8, 0, False, None)
+    assert (params["num_assistant_tokens"], params["max_ngram_size"]) == (4, 2)
+    plain = SimpleNamespace(eos_token_id=2, stop_token_ids=[2], settings=GenerationSettings())
+    assert "num_assistant_tokens" not in _sampling_params(plain, {}, 8, 0, False, None)
