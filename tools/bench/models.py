@@ -20,7 +20,7 @@ demo conversion), so prompts tokenize the same everywhere. Each model is a folde
 `.cache/bench-models/<name>/` with config.json and version folder 1/, usable by `generation.py --model`
 and servable as it is. A folder is rebuilt only when its recipe changes.
 
-    .venv/bin/python tools/bench/models.py                  # all of them (~15 min the first time)
+    .venv/bin/python tools/bench/models.py                  # all of them (about 6 min the first time)
     .venv/bin/python tools/bench/models.py smollm2-int8 llama1b-q8_0
 """
 
