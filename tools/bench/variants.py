@@ -16,7 +16,6 @@ and its ratio to the first variant measured in the same round.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import statistics
@@ -71,7 +70,6 @@ def variant_folder(source: Path, variant: Variant, parent: Path) -> Path:
     folder = root / "bench" / "model"
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {"task": "text_generation"}
-    config = copy.deepcopy(config)
     config.setdefault("plugin_config", {}).update(variant.plugin_config)
     config.setdefault("text_generation", {}).update(variant.text_generation)
     config_file.write_text(json.dumps(config))
