@@ -80,7 +80,7 @@ def test_embedding_shapes_are_bounded(models: Path) -> None:
         raw.add(tokenizer.encode(texts).input_ids.data.shape)
     seen = set(recorder.shapes)
     widths = {shape[1] for shape in seen}
-    assert all(width % shapes.WIDTH_STEP == 0 for width in widths)
+    assert all(shapes.padded_width(width, 512) == width for width in widths)
     assert {shape[0] for shape in seen} <= {shapes.padded_rows(n) for n in range(1, 33)}
     assert len(seen) <= 16 * len(widths) and len(seen) < len(raw) / 2, (len(seen), len(raw))
 
@@ -93,7 +93,8 @@ def test_rerank_padding_changes_no_score(models: Path, monkeypatch: pytest.Monke
     pairs = [("which fox", text) for text in random_batches(1, seed=3)[0][:9]]
     padded = scorer._score_batch(pairs)
     assert recorder.shapes[-1][0] == shapes.padded_rows(len(pairs))
-    assert recorder.shapes[-1][1] % shapes.WIDTH_STEP == 0
+    width = recorder.shapes[-1][1]
+    assert shapes.padded_width(width, scorer.max_length) == width and width % shapes.MIN_WIDTH_STEP == 0
     monkeypatch.setattr(shapes, "pad_batch", lambda arrays, **_: arrays)
     exact = scorer._score_batch(pairs)
     assert recorder.shapes[-1][0] == len(pairs)
