@@ -190,7 +190,8 @@ async def test_batch_wait_applies_only_when_the_worker_was_idle() -> None:
         gate.hold()
         return items
 
-    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0.5, name="t", sleep=sleep)
+    # No refill wait: "e" below must find the worker idle, not just back from a batch.
+    batcher = MicroBatcher(run, max_batch_size=2, wait_s=0.5, name="t", sleep=sleep, refill_wait_s=0)
     first = asyncio.create_task(batcher.submit(["a"]))
     await gate.wait_started()
     assert sleeps == [0.5]  # idle worker: waited for company once
@@ -201,6 +202,49 @@ async def test_batch_wait_applies_only_when_the_worker_was_idle() -> None:
     assert sleeps == [0.5]  # the two back-to-back batches after it started at once
     assert await batcher.submit(["e"]) == ["e"]
     assert sleeps == [0.5, 0.5]  # idle again: waits again
+    batcher.close()
+
+
+async def test_the_next_batch_waits_for_the_callers_of_the_last_one_to_come_back() -> None:
+    """Closed-loop clients: a batch ran while a, b and c queued; the caller of that batch sends again
+    right after its answer. Without the refill wait, a-c would run alone and x after them, and the
+    batches would keep alternating between the queued few and the returning rest."""
+    gate, batches = Gate(), []
+
+    def run(items: list[str]) -> list[str]:
+        batches.append(items)
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=8, wait_s=0, name="t", refill_wait_s=TIMEOUT)
+    first = asyncio.create_task(batcher.submit(["w"]))
+    await gate.wait_started()
+    queued = [asyncio.create_task(batcher.submit([name])) for name in "abc"]
+    await asyncio.sleep(0)
+    gate.opened.set()
+    assert await asyncio.wait_for(first, TIMEOUT) == ["w"]
+    again = await asyncio.wait_for(batcher.submit(["x"]), TIMEOUT)  # ends the wait at once: 4 queued
+    assert again == ["x"] and await asyncio.gather(*queued) == [["a"], ["b"], ["c"]]
+    assert batches == [["w"], ["a", "b", "c", "x"]]
+    batcher.close()
+
+
+async def test_the_refill_wait_ends_when_nobody_comes_back() -> None:
+    gate, batches = Gate(), []
+
+    def run(items: list[str]) -> list[str]:
+        batches.append(items)
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=8, wait_s=0, name="t", refill_wait_s=0.01)
+    first = asyncio.create_task(batcher.submit(["w"]))
+    await gate.wait_started()
+    queued = asyncio.create_task(batcher.submit(["a"]))
+    await asyncio.sleep(0)
+    gate.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(first, queued), TIMEOUT) == [["w"], ["a"]]
+    assert batches == [["w"], ["a"]]
     batcher.close()
 
 
