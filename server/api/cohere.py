@@ -9,6 +9,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from server.api.tasks import check_task, model_or_default
+from server.api.vectors_json import vectors_json
 from server.api.deadline import deadline_for, within
 from server.api.validation import read_body
 from server.errors import Unsupported
@@ -74,10 +75,10 @@ def _check_max_tokens(body: dict, max_length: int) -> None:
 @bp.post("/v1/embed")
 async def embed_v1(request: Request) -> HTTPResponse:
     body, vectors, tokens = await _embed(request, "cohere_embed_v1", "/v3/v1/embed")
-    return json(embeddings.cohere_v1_response(body["texts"], vectors, tokens, by_type=bool(body.get("embedding_types"))))
+    return vectors_json(embeddings.cohere_v1_response(body["texts"], vectors, tokens, by_type=bool(body.get("embedding_types"))))
 
 
 @bp.post("/v2/embed")
 async def embed_v2(request: Request) -> HTTPResponse:
     body, vectors, tokens = await _embed(request, "cohere_embed_v2", "/v3/v2/embed")
-    return json(embeddings.cohere_v2_response(body["texts"], vectors, tokens))
+    return vectors_json(embeddings.cohere_v2_response(body["texts"], vectors, tokens))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse
 
 from server.api.tasks import check_task
+from server.api.vectors_json import vectors_json
 from server.api.deadline import deadline_for, within
 from server.api.validation import read_body
 from server.services import embeddings
@@ -29,7 +30,7 @@ async def create_embeddings(request: Request) -> HTTPResponse:
             embedder, texts, truncate=model.settings.truncate, param="input"))
         vectors = embeddings.resize(vectors, body.get("dimensions"), embedder.dimension,
                                     normalize=model.settings.normalize, param="dimensions")
-        return json(embeddings.openai_response(body["model"], vectors, tokens, body.get("encoding_format") or "float"))
+        return vectors_json(embeddings.openai_response(body["model"], vectors, tokens, body.get("encoding_format") or "float"))
 
 
 for _bp in bp.blueprints:

@@ -99,13 +99,19 @@ def resize(vectors: list[np.ndarray], dimensions: int | None, dimension: int, *,
     return cut
 
 
-def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def _floats(vector: np.ndarray) -> np.ndarray:
+    """A vector as the API's list of numbers: written by api.vectors_json, which serializes float32 arrays."""
+    return np.ascontiguousarray(vector, dtype=np.float32)
+
+
+def _encode(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
-    return [float(x) for x in vector]
+    return _floats(vector)
 
 
 def openai_response(model_id: str, vectors: list[np.ndarray], tokens: int, encoding_format: str) -> dict:
+    """The response body, for api.vectors_json (float vectors are numpy arrays)."""
     return {
         "object": "list",
         "model": model_id,
@@ -115,10 +121,6 @@ def openai_response(model_id: str, vectors: list[np.ndarray], tokens: int, encod
     }
 
 
-def _floats(vectors: list[np.ndarray]) -> list[list[float]]:
-    return [[float(x) for x in v] for v in vectors]
-
-
 def _meta(version: str, tokens: int) -> dict:
     return {"api_version": {"version": version}, "billed_units": {"input_tokens": tokens}}
 
@@ -126,10 +128,10 @@ def _meta(version: str, tokens: int) -> dict:
 def cohere_v1_response(texts: list[str], vectors: list[np.ndarray], tokens: int, by_type: bool) -> dict:
     body = {"id": str(uuid.uuid4()), "texts": texts, "meta": _meta("1", tokens)}
     if by_type:
-        return {"response_type": "embeddings_by_type", "embeddings": {"float": _floats(vectors)}, **body}
-    return {"response_type": "embeddings_floats", "embeddings": _floats(vectors), **body}
+        return {"response_type": "embeddings_by_type", "embeddings": {"float": [_floats(v) for v in vectors]}, **body}
+    return {"response_type": "embeddings_floats", "embeddings": [_floats(v) for v in vectors], **body}
 
 
 def cohere_v2_response(texts: list[str], vectors: list[np.ndarray], tokens: int) -> dict:
-    return {"id": str(uuid.uuid4()), "embeddings": {"float": _floats(vectors)}, "texts": texts,
+    return {"id": str(uuid.uuid4()), "embeddings": {"float": [_floats(v) for v in vectors]}, "texts": texts,
             "meta": _meta("2", tokens)}
