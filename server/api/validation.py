@@ -1,6 +1,9 @@
 """Request bodies are validated once, at the edge, against the JSON Schemas in schemas/.
 
-A body is first parsed within bounds (server/api/body.py), then checked against its schema. A
+A body is first parsed within bounds (server/api/body.py), then checked against its schema:
+jsonschema-rs decides (0.3 us for an embeddings body where jsonschema took 57 us, 0.4 against 109
+for a chat body: a sixth of the event loop's time per embeddings request), and only a body it rejects
+goes through jsonschema, whose errors name the field and the reason. A
 schema's `x-unsupported` map names OpenAI fields this server knowingly does not implement: they
 get a 400 naming the field instead of being silently ignored. Other unknown fields are ignored with
 a log line, as OpenAI-compatible servers commonly do. Large bodies are parsed and validated on a
@@ -13,9 +16,10 @@ import asyncio
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
+import jsonschema_rs
 import structlog
 from sanic import Request
 
@@ -33,6 +37,18 @@ OFF_PROCESS_BYTES = 1024 * 1024  # larger ones are parsed in the helper process 
 @lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json.loads((SCHEMAS / f"{name}.schema.json").read_text()))
+
+
+@lru_cache(maxsize=None)
+def _accepts(name: str) -> Callable[[Any], bool]:  # the schema compiled by jsonschema-rs: a verdict, no reasons
+    return jsonschema_rs.validator_for(_validator(name).schema).is_valid
+
+
+def _valid(schema_name: str, body: Any) -> bool:
+    try:
+        return _accepts(schema_name)(body)
+    except Exception:  # a value it cannot convert (an integer beyond 64 bits): let jsonschema judge
+        return False
 
 
 def _message(error: jsonschema.ValidationError, param: str | None) -> str:
@@ -60,7 +76,8 @@ def validate_parsed(body: dict[str, Any], path: str, schema_name: str) -> dict[s
     for field, reason in unsupported.items():
         if body.get(field) not in (None, False, "", [], {}):  # an explicit "off" asks for nothing unsupported
             raise Unsupported(f"'{field}' is not supported by this server: {reason}", param=field)
-    errors = sorted(validator.iter_errors(body), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    errors = [] if _valid(schema_name, body) else sorted(
+        validator.iter_errors(body), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
         error = errors[0]
         while error.context:  # oneOf: report the branch that matched deepest
