@@ -28,7 +28,7 @@ from common import (
 )
 
 MODES = ("server", "raw")
-GOAL = 0.8  # server/raw wanted at the highest concurrency
+GOAL = 0.85  # server/raw wanted at the highest concurrency (issue 12 raised it from 0.8)
 
 
 def text_embedding_pipeline(path: Path, spec, *, pooling: str, normalize: bool, max_length: int):
@@ -157,13 +157,14 @@ class ServerMode:
                 if i < 4 and i not in self.sample:
                     self.sample[i] = self.sample_values(response)
 
-            # Warm-up (not counted): requests alone, then a burst at the highest concurrency, so the
-            # shapes the measured runs use have been seen once.
+            # Warm-up (not counted): requests alone, then at each C one whole pass of the measured
+            # requests, as raw mode gets one uncounted pass per C. The CPU plugin compiles kernels for
+            # each new input shape on first use; after a burst of 2*C only, the measured run still met
+            # (rows, width) shapes that the raw mode had already met in its uncounted pass.
             await closed_loop(1, self.warmup_alone, send)
-            await closed_loop(most, 2 * most, send)
             runs = []
             for concurrency in args.concurrency:
-                await closed_loop(concurrency, 2 * concurrency, send)  # settle at this level, not counted
+                await closed_loop(concurrency, args.requests, send)
                 before = self._batches(server)
                 server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
                 foreign = ForeignCPU([server.process.pid])
