@@ -8,7 +8,8 @@ Started as `python -m server.pipelines.generation_worker FD PARENT_PID`, FD bein
 in a multiprocessing Connection (messages are tuples, pickled):
   parent -> worker  (path, settings, device, plugin_config)   once, first (settings: GenerationSettings as a dict)
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
-  worker -> parent  ("ready", {"eos_token_id", "stop_token_ids"}) | ("failed", message)   once, after the build
+  worker -> parent  ("ready", {"eos_token_id", "stop_token_ids", "detokenizer"}) | ("failed", message)   once, after
+                    the build (detokenizer: "vocabulary" or "model", see vocab_decoder.py)
                     ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...], figures)
                     per step (an empty list at most once a second is a heartbeat) | ("rebuilding", [], None)
 finish_reason is "stop" or "length" on a request's last update; error ends a request too. figures is the
@@ -47,6 +48,7 @@ import openvino_genai as ov_genai
 from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
 from server.pipelines.sampling import CONSTRAINTS, build_config
 from server.pipelines.stops import StopStringFilter
+from server.pipelines.vocab_decoder import VocabDecoder
 
 MAX_FAILED_STEPS = 3  # unexplained step() failures in a row (rebuilds between them) mean the model is broken
 EXIT_PIPELINE_BROKEN = 3
@@ -145,9 +147,11 @@ def continuation_params(params: dict, generated: int) -> dict:
 
 class Worker:
     def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, conn: Connection,
-                 rebuild: Callable[[], ov_genai.ContinuousBatchingPipeline] | None = None) -> None:
+                 rebuild: Callable[[], ov_genai.ContinuousBatchingPipeline] | None = None,
+                 vocab: VocabDecoder | None = None) -> None:
         self._pipeline = pipeline
         self._tokenizer = pipeline.get_tokenizer()
+        self._vocab = vocab  # decodes in Python where that is exact; else the detokenizer model does
         self._conn = conn
         self._rebuild = rebuild  # a fresh pipeline with main()'s path, scheduler, device and plugin config
         self._active: dict[int, _Request] = {}
@@ -243,7 +247,7 @@ class Worker:
                 _log_exception("generation_read_failed", request=request.request_id)
                 errors += self._fail([request.request_id], STEP_FAILED)
         try:  # one batched detokenizer call for every request of this step
-            texts = decode_steps(self._tokenizer.decode, [(r.text, out.finish is not None) for r, out in outputs])
+            texts = decode_steps(self._decode, [(r.text, out.finish is not None) for r, out in outputs])
         except Exception as exc:
             _log_exception("generation_detokenize_failed", requests=len(outputs))
             errors += self._fail([r.request_id for r, _ in outputs], STEP_FAILED)
@@ -251,6 +255,10 @@ class Worker:
         updates = [self._update(request, output, text) for (request, output), text in zip(outputs, texts)]
         self._figures = engine_figures(self._pipeline, len(self._active), open_before - len(self._active))
         self._send([u for u in updates if u is not None] + errors)
+
+    def _decode(self, batch: list[list[int]]) -> list[str]:
+        texts = self._vocab.decode(batch) if self._vocab is not None else None
+        return self._tokenizer.decode(batch) if texts is None else texts
 
     def _recover(self) -> None:
         """After a failed step (called inside its except): fail the requests that caused it, rebuild the
@@ -395,10 +403,12 @@ def main(conn: Connection, parent_pid: int) -> None:
         except Exception as exc:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
             return
-        conn.send(("ready", {"eos_token_id": defaults.eos_token_id, "stop_token_ids": sorted(defaults.stop_token_ids)}))
+        vocab = VocabDecoder.verified(pipeline.get_tokenizer())
+        conn.send(("ready", {"eos_token_id": defaults.eos_token_id, "stop_token_ids": sorted(defaults.stop_token_ids),
+                             "detokenizer": "model" if vocab is None else "vocabulary"}))
     except OSError:  # the server went away during the build
         return
-    Worker(pipeline, conn, rebuild=build).run()
+    Worker(pipeline, conn, rebuild=build, vocab=vocab).run()
 
 
 if __name__ == "__main__":

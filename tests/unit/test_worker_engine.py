@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("openvino_genai")
 
 from server.errors import Overloaded  # noqa: E402
+from server.pipelines import generation  # noqa: E402
 from server.pipelines.generation import GenerationEngine  # noqa: E402
 from server.pipelines.settings import GenerationSettings, PipelineSpec  # noqa: E402
 
@@ -127,3 +128,43 @@ def test_running_and_waiting_gauges_follow_the_pipelines_scheduler() -> None:
         asyncio.run(scenario())
     finally:
         subject.close()
+
+
+def test_a_version_reloaded_in_place_shows_its_own_figures_after_the_old_engine_closes(monkeypatch) -> None:
+    """Both engines of a version reloaded in place write the same gauges, and the old one zeroes them
+    when it closes; the new one sets them only on a change, and again every GAUGE_REFRESH_S."""
+    from prometheus_client import REGISTRY
+
+    labels = {"model": "reloaded", "version": "1"}
+    spec = PipelineSpec(task="text_generation", settings=GenerationSettings(
+        max_num_seqs=1, max_num_batched_tokens=256, cache_size=0, enable_prefix_caching=False,
+        dynamic_split_fuse=True, max_queued_requests=1, stall_timeout_s=120.0))
+    old = GenerationEngine(MODEL, spec, "reloaded", "1")
+    new = GenerationEngine(MODEL, spec, "reloaded", "1")
+    assert new.defaults["detokenizer"] == "vocabulary"  # the worker decodes in Python (vocab_decoder.py)
+
+    def cache_bytes() -> float | None:
+        return REGISTRY.get_sample_value("ovms_kv_cache_size_bytes", labels)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        assert [u async for u in old.generate([1, 2], {"max_new_tokens": 2, "ignore_eos": True})][-1].finish_reason
+        stream = new.generate([1, 2, 3], LONG)
+        await asyncio.wait_for(anext(stream), 30)
+        assert cache_bytes() > 0
+        monkeypatch.setattr(generation, "GAUGE_REFRESH_S", 3600.0)  # no refresh in between: no race
+        await loop.run_in_executor(None, old.close)  # as the manager does, off the loop
+        await asyncio.sleep(0)  # the old engine's detach runs on the loop
+        assert cache_bytes() == 0  # its zeroing reached the shared gauge
+        monkeypatch.setattr(generation, "GAUGE_REFRESH_S", 1.0)
+        deadline = loop.time() + 60
+        while not cache_bytes():  # the new engine's next refresh sets it back (only it is left to write)
+            assert loop.time() < deadline, "the new engine never set its figures again"
+            await asyncio.wait_for(anext(stream), 30)
+        await stream.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        old.close()
+        new.close()
