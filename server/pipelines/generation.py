@@ -263,17 +263,12 @@ class GenerationEngine:
         open_sequences = len(self._queues)
         running = min(self._scheduled_open, open_sequences)
         load = (open_sequences, running, open_sequences + self._reserved - running)
-        if load != self._published_load:
-            self._published_load = load
-            for gauge, value in zip((self._active_gauge, self._running_gauge, self._waiting_gauge), load):
-                gauge.set(value)
+        self._published_load = _set_changed((self._active_gauge, self._running_gauge, self._waiting_gauge),
+                                            load, self._published_load)
 
     def _record_figures(self, figures: tuple) -> None:
         """EngineFigures from the worker (see generation_worker.py): cache usage and scheduler counts."""
-        if figures != self._recorded_figures:
-            self._recorded_figures = figures
-            for gauge, value in zip(self._figure_gauges, figures):  # all but the last: `running`
-                gauge.set(value)
+        self._recorded_figures = _set_changed(self._figure_gauges, figures, self._recorded_figures)  # not `running`
         self._scheduled_open = figures[-1]
 
     def _attach(self) -> None:
@@ -416,6 +411,15 @@ class GenerationEngine:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _set_changed(gauges: tuple, values: tuple, shown: tuple | None) -> tuple:
+    """Set each gauge whose value differs from what it shows (all of them when `shown` is None);
+    returns what they show now. Extra values (past the gauges) are ignored."""
+    for index, gauge in enumerate(gauges):
+        if shown is None or shown[index] != values[index]:
+            gauge.set(values[index])
+    return values
 
 
 def _vocab_size(metadata: ModelMetadata) -> int | None:

@@ -28,7 +28,8 @@ _RANDOM_SEQUENCES = 600  # per kind (any tokens / partial-character tokens): a f
 _MAX_RANDOM_LENGTH = 8
 SAMPLE = ("Hello, world! Grüße aus München: 5 € or £4. Привет, как дела? 你好，世界。こんにちは。"
           "안녕하세요. مرحبا بالعالم. שלום עולם. नमस्ते दुनिया। 🙂👍🏽🇫🇷 café naïve — «quotes» … "
-          "def f(x):\n    return x ** 2  # tabs\tand\r\nnewlines\n\n   spaces   ")
+          "def f(x):\n    return x ** 2  # tabs\tand\r\nnewlines\n\n   spaces   "
+          "what a clean-up would change : it 's , isn 't . they 're ! ok ? ")
 
 
 class _Tokenizer(Protocol):

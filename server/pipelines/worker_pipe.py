@@ -23,6 +23,7 @@ _LONG_LENGTH = struct.Struct("!Q")  # follows a length of -1 (messages over 2 Gi
 class MessageReader:
     def __init__(self, fd: int) -> None:
         self._socket = socket.socket(fileno=os.dup(fd))  # closing it leaves `fd` (the Connection's) open
+        self._socket.setblocking(True)  # the writer's blocking sends share it, whatever socket's default timeout
         self._buffer = bytearray()
 
     def read(self) -> tuple[list[object], bool]:

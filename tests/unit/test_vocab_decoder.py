@@ -34,12 +34,12 @@ def test_invalid_utf8_is_handled_as_openvino_tokenizers_does(data: bytes, replac
 
 class FakeTokenizer:
     """A byte-level vocabulary whose decode joins the pieces, leaves special tokens out and replaces
-    invalid bytes; `strip_first_space` makes it SentencePiece-like, which a lookup cannot reproduce."""
+    invalid bytes; `strip_first_space` (SentencePiece-like) and `clean_up` make it do more than a lookup."""
 
-    def __init__(self, *, strip_first_space: bool = False, text_pieces: bool = False) -> None:
+    def __init__(self, *, strip_first_space: bool = False, text_pieces: bool = False, clean_up: bool = False) -> None:
         self.pieces = [b"<s>", b"</s>", b" hello", b" world", b"!", b"\xe2\x82", b"\xac", b"a", b" "]
         self.special = {0, 1}
-        self.strip_first_space, self.text_pieces = strip_first_space, text_pieces
+        self.strip_first_space, self.text_pieces, self.clean_up = strip_first_space, text_pieces, clean_up
 
     def get_vocab(self) -> dict:
         return {(piece.decode(errors="replace") if self.text_pieces else piece): token
@@ -50,6 +50,8 @@ class FakeTokenizer:
         for ids in batch:
             data = b"".join(self.pieces[token] for token in ids if token not in self.special)
             text = openvino_utf8(data, replace=True).decode(errors="replace")
+            if self.clean_up:  # as clean_up_tokenization_spaces does
+                text = text.replace(" !", "!")
             texts.append(text[1:] if self.strip_first_space and text.startswith(" ") else text)
         return texts
 
@@ -66,8 +68,9 @@ def test_a_lookup_vocabulary_is_verified_and_leaves_special_tokens_out() -> None
     assert decoder.decode([[0, 2, 3, 1], [5, 6, 4], [5], [2, 5, 7]]) == [" hello world", "€!", "\ufffd", " hello\ufffda"]
 
 
-@pytest.mark.parametrize("tokenizer", [FakeTokenizer(strip_first_space=True), FakeTokenizer(text_pieces=True)],
-                         ids=["decode-does-more-than-a-lookup", "pieces-are-text-not-bytes"])
+@pytest.mark.parametrize("tokenizer", [FakeTokenizer(strip_first_space=True), FakeTokenizer(clean_up=True),
+                                       FakeTokenizer(text_pieces=True)],
+                         ids=["strips-the-first-space", "cleans-up-spaces", "pieces-are-text-not-bytes"])
 def test_a_tokenizer_it_cannot_reproduce_keeps_its_own_decode(tokenizer: FakeTokenizer) -> None:
     assert VocabDecoder.verified(tokenizer) is None
 

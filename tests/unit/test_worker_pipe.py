@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import socket
 import struct
 from multiprocessing.connection import Connection
@@ -24,6 +25,10 @@ def pipe():
     reader.close()
     connection.close()
     theirs.close()
+
+
+def readable_end(reader: MessageReader) -> socket.socket:
+    return reader._socket  # the reader's copy of the server's end, to wait on until more arrives
 
 
 def send(sock: socket.socket, message: object) -> None:
@@ -49,16 +54,18 @@ def test_every_message_that_arrived_comes_out_in_order(pipe) -> None:
 
 def test_a_message_larger_than_one_read_waits_until_it_is_whole(pipe) -> None:
     reader, worker = pipe
-    big = ("updates", [(7, "x" * 150_000, list(range(1000)), [], "length", None)], None)
+    big = ("updates", [(7, "x" * 90_000, list(range(1000)), [], "length", None)], None)  # over one read (64 KiB)
     data = pickle.dumps(big)
     frame = struct.pack("!i", len(data)) + data
-    worker.sendall(frame[:100_000])  # both parts fit in the socket's buffer: no writer thread needed
+    worker.sendall(frame[:40_000])  # both parts fit in the socket's buffer: no writer thread needed
     assert reader.read() == ([], False)
-    worker.sendall(frame[100_000:])
+    worker.sendall(frame[40_000:])
     received: list = []
-    while not received:  # the rest may take more than one read to arrive
+    for _ in range(100):  # each read takes what has arrived; wait for more to arrive in between
         received, closed = reader.read()
         assert not closed
+        if received or not select.select([readable_end(reader)], [], [], 10)[0]:
+            break
     assert received == [big]
 
 
