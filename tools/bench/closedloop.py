@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -283,15 +284,29 @@ class RawMode:
 # ----------------------------------------------------------------------------- report
 
 
+def server_raw_ratio(server_runs: list[ServerRun], raw_runs: list[RawRun], concurrency: int,
+                     round_ratios: dict[int, list[float]] | None) -> float | None:
+    """server/raw at C: the median of the rounds' ratios when there were rounds, else of the one run."""
+    if round_ratios and round_ratios.get(concurrency):
+        return statistics.median(round_ratios[concurrency])
+    server = next((r for r in server_runs if r.concurrency == concurrency), None)
+    raw = next((r for r in raw_runs if r.concurrency == concurrency), None)
+    return server.rate / raw.rate if server and raw else None
+
+
 def comparison_rows(server_runs: list[ServerRun], raw_runs: list[RawRun], concurrencies: Sequence[int], *,
-                    requests_column: bool) -> list[list[str]]:
-    """Per C: server rate, [server req/s,] p50, p99, mean batch, raw batch, raw rate, server/raw."""
+                    requests_column: bool, round_ratios: dict[int, list[float]] | None = None) -> list[list[str]]:
+    """Per C: server rate, [server req/s,] p50, p99, mean batch, raw batch, raw rate, server/raw (with
+    rounds: the median of their ratios, then each round's)."""
     servers = {r.concurrency: r for r in server_runs}
     raws = {r.concurrency: r for r in raw_runs}
     rows = []
     for concurrency in concurrencies:
         server, raw = servers.get(concurrency), raws.get(concurrency)
-        ratio = f"{server.rate / raw.rate:.2f}" if server and raw else "-"
+        value = server_raw_ratio(server_runs, raw_runs, concurrency, round_ratios)
+        ratio = "-" if value is None else f"{value:.2f}"
+        if round_ratios and len(round_ratios.get(concurrency, ())) > 1:
+            ratio += " (" + ", ".join(f"{r:.2f}" for r in round_ratios[concurrency]) + ")"
         requests = [fmt(server.requests_per_s) if server else "-"] if requests_column else []
         rows.append([str(concurrency),
                      fmt(server.rate) if server else "-",
@@ -307,10 +322,12 @@ def comparison_rows(server_runs: list[ServerRun], raw_runs: list[RawRun], concur
 
 def comparison_report(intro: str, headers: Sequence[str], server_runs: list[ServerRun], raw_runs: list[RawRun],
                       concurrencies: Sequence[int], *, requests_column: bool = False, raw_lines: Sequence[str] = (),
-                      footer: Sequence[str] = ()) -> str:
+                      footer: Sequence[str] = (), round_ratios: dict[int, list[float]] | None = None) -> str:
     """The table, the server runs' details, `raw_lines`, the goal at the highest C, the table again in
-    Markdown, then `footer`."""
-    rows = comparison_rows(server_runs, raw_runs, concurrencies, requests_column=requests_column)
+    Markdown, then `footer`. With rounds, the runs are each C's median run per mode and `round_ratios`
+    the ratios of the rounds, by C."""
+    rows = comparison_rows(server_runs, raw_runs, concurrencies, requests_column=requests_column,
+                           round_ratios=round_ratios)
     lines = [intro, text_table(headers, rows)]
     for run in server_runs:
         lines.append(f"server C={run.concurrency}: wall {run.wall:.2f}s, server CPU {run.server_cpu_s:.2f}s, "
@@ -319,15 +336,34 @@ def comparison_report(intro: str, headers: Sequence[str], server_runs: list[Serv
             lines.append(f"  {run.note}")
     lines.extend(raw_lines)
     goal = max(concurrencies)
-    servers = {r.concurrency: r for r in server_runs}
-    raws = {r.concurrency: r for r in raw_runs}
-    if goal in servers and goal in raws:
-        ratio = servers[goal].rate / raws[goal].rate
-        lines.append(f"goal server/raw >= {GOAL} at C={goal}: {ratio:.2f} -> {'met' if ratio >= GOAL else 'NOT met'}")
+    ratio = server_raw_ratio(server_runs, raw_runs, goal, round_ratios)
+    if ratio is not None:
+        rounds = f" (median of {len(round_ratios[goal])} rounds)" if round_ratios and len(round_ratios.get(goal, ())) > 1 else ""
+        lines.append(f"goal server/raw >= {GOAL} at C={goal}: {ratio:.2f}{rounds} -> {'met' if ratio >= GOAL else 'NOT met'}")
     lines.append("\nMarkdown:\n")
     lines.append(markdown_table(headers, rows))
     lines.extend(footer)
     return "\n".join(lines)
+
+
+def _median_runs(rounds: list[list]) -> list:
+    """Per C (in the first round's order), the run with the median rate over the rounds (the lower one
+    of the middle two for an even count)."""
+    if not rounds:
+        return []
+    by_concurrency = [[runs[index] for runs in rounds] for index in range(len(rounds[0]))]
+    return [sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2] for runs in by_concurrency]
+
+
+def _round_ratios(server_rounds: list[list[ServerRun]], raw_rounds: list[list[RawRun]]) -> dict[int, list[float]]:
+    """server/raw of each round, by C (round i's server runs against round i's raw runs)."""
+    ratios: dict[int, list[float]] = {}
+    for servers, raws in zip(server_rounds, raw_rounds):
+        raw_by_c = {run.concurrency: run for run in raws}
+        for server in servers:
+            if server.concurrency in raw_by_c:
+                ratios.setdefault(server.concurrency, []).append(server.rate / raw_by_c[server.concurrency].rate)
+    return ratios
 
 
 # ----------------------------------------------------------------------------- main
@@ -346,6 +382,9 @@ def parse_comparison_args(argv: list[str] | None, *, doc: str, task: str, defaul
     parser.add_argument("--requests", type=int, default=requests,
                         help=f"requests per C, all clients together ({requests})")
     task_options(parser)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the modes this many times, in turn; the table shows each C's median run "
+                             "per mode and the median of the rounds' server/raw (1)")
     parser.add_argument("--raw-passes", type=int, default=2,
                         help=f"raw mode {raw_passes_work} this many times per C, after one uncounted pass (2)")
     add_model_options(parser, MODES, default_model_dir, model_help)
@@ -357,8 +396,8 @@ def parse_comparison_args(argv: list[str] | None, *, doc: str, task: str, defaul
     add_output_options(parser, "also write every summary to this JSON file")
     args = parser.parse_args(argv)
     resolve_model_args(parser, args)
-    if min(args.concurrency) < 1 or args.requests < 1 or args.raw_passes < 1 or not task_valid(args):
-        parser.error("--concurrency, --requests and --raw-passes must be positive" + task_limits)
+    if min(args.concurrency) < 1 or min(args.requests, args.raw_passes, args.rounds) < 1 or not task_valid(args):
+        parser.error("--concurrency, --requests, --raw-passes and --rounds must be positive" + task_limits)
     args.config_document = model_config_document(args.model_dir, args.server_config)
     return parser, args
 
@@ -366,8 +405,9 @@ def parse_comparison_args(argv: list[str] | None, *, doc: str, task: str, defaul
 def run_comparison(args: argparse.Namespace, *, task: str, request: str, server_mode: type[ServerMode],
                    raw_mode: type[RawMode],
                    report: Callable[[argparse.Namespace, list[ServerRun], list[RawRun], RawRun | None], str]) -> int:
-    """Measure args.modes one after the other (never two at once: OpenVINO uses every core), print
-    `report(args, server_runs, raw_runs, reference)` and write --json. `request` describes one request."""
+    """Measure args.modes one after the other (never two at once: OpenVINO uses every core), --rounds
+    times in turn, print `report(args, server_runs, raw_runs, reference)` (with rounds: each C's median
+    runs, and args.round_ratios) and write --json (every run). `request` describes one request."""
     # SIGTERM -> SystemExit, so that the finally blocks stop the server and remove the temporary repository
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     began = time.perf_counter()
@@ -377,27 +417,32 @@ def run_comparison(args: argparse.Namespace, *, task: str, request: str, server_
           f"requests per C; POST {server_mode.path}, {request}; raw HTTP/1.1 clients on {loop}")
     if args.server_config:
         print(f"config overrides: {json.dumps(args.server_config)}")
-    server_runs: list[ServerRun] = []
-    raw_runs: list[RawRun] = []
+    server_rounds: list[list[ServerRun]] = []
+    raw_rounds: list[list[RawRun]] = []
     reference: RawRun | None = None
     sample: dict[int, list[float]] = {}  # the server's answers to a few requests, for the raw mode to compare
     if not wait_for_idle(args.idle_wait, say=lambda text: print(f"[bench] {text}", file=sys.stderr)):
         print(f"[bench] the machine is still busy after {args.idle_wait:.0f}s; measuring anyway", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
-        for mode in args.modes:
-            mode_began = time.perf_counter()
-            if mode == "server":
-                server = server_mode(args, Path(tmp))
-                server_runs = server.run_all()
-                sample = server.sample
-            else:
-                raw = raw_mode(args)
-                raw_runs = raw.run_all(sample)
-                reference = raw.reference
-            print(f"[{mode}] done in {time.perf_counter() - mode_began:.1f}s", file=sys.stderr)
+    for number in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
+            for mode in args.modes:
+                mode_began = time.perf_counter()
+                if mode == "server":
+                    server = server_mode(args, Path(tmp))
+                    server_rounds.append(server.run_all())
+                    sample = sample or server.sample
+                else:
+                    raw = raw_mode(args)
+                    raw_rounds.append(raw.run_all(sample))
+                    reference = raw.reference
+                print(f"[{mode}] round {number}/{args.rounds} done in {time.perf_counter() - mode_began:.1f}s",
+                      file=sys.stderr)
+    args.round_ratios = _round_ratios(server_rounds, raw_rounds) if args.rounds > 1 else None
+    server_runs, raw_runs = _median_runs(server_rounds), _median_runs(raw_rounds)
     print(report(args, server_runs, raw_runs, reference))
     if args.json:
-        summaries = [r.summary() for r in [*server_runs, *raw_runs, *([reference] if reference else [])]]
+        every = [run for runs in [*server_rounds, *raw_rounds] for run in runs]
+        summaries = [r.summary() for r in [*every, *([reference] if reference else [])]]
         arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json.write_text(json.dumps({"args": arguments, "runs": summaries}, indent=2, default=str))
     print(f"\nTotal runtime {time.perf_counter() - began:.1f}s")

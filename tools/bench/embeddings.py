@@ -171,7 +171,7 @@ def report(args: argparse.Namespace, server_runs: list[ServerRun], raw_runs: lis
                          f"({single.calls} calls in {single.wall:.2f}s)")
     footer = [f"\nRaw, one sentence per call: {fmt(single.rate)} sentences/s."] if single else []
     return comparison_report(intro, HEADERS, server_runs, raw_runs, args.concurrency, raw_lines=raw_lines,
-                             footer=footer)
+                             footer=footer, round_ratios=args.round_ratios)
 
 
 # ----------------------------------------------------------------------------- main

@@ -227,7 +227,7 @@ def report(args: argparse.Namespace, server_runs: list[ServerRun], raw_runs: lis
              f"{args.raw_passes} pass(es); batch sizes count texts (query + documents)")
     raw_lines = [f"raw C={run.concurrency} (batch {run.batch_size}): {run.note}" for run in raw_runs if run.note]
     return comparison_report(intro, HEADERS, server_runs, raw_runs, args.concurrency, requests_column=True,
-                             raw_lines=raw_lines)
+                             raw_lines=raw_lines, round_ratios=args.round_ratios)
 
 
 # ----------------------------------------------------------------------------- main
