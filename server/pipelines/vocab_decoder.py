@@ -105,7 +105,8 @@ class VocabDecoder:
             pieces = [b""] * size
             for piece, token in vocabulary.items():
                 pieces[token] = piece
-            singles = tokenizer.decode([[token] for token in range(size)])
+            each_token = [[token] for token in range(size)]
+            singles = tokenizer.decode(each_token)
             sample = [int(token) for token in _first_row(tokenizer.encode(SAMPLE, add_special_tokens=False))]
         except Exception:  # noqa: BLE001 - any tokenizer that cannot be inspected keeps its own decode
             return None
@@ -119,7 +120,7 @@ class VocabDecoder:
             return None
         for replace in (True, False):
             decoder = cls(kept, replace)
-            if decoder.decode([[token] for token in range(size)]) == singles and decoder.decode(checks) == expected:
+            if decoder.decode(each_token) == singles and decoder.decode(checks) == expected:
                 return decoder
         return None
 

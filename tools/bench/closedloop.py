@@ -284,13 +284,10 @@ class RawMode:
 # ----------------------------------------------------------------------------- report
 
 
-def server_raw_ratio(server_runs: list[ServerRun], raw_runs: list[RawRun], concurrency: int,
-                     round_ratios: dict[int, list[float]] | None) -> float | None:
-    """server/raw at C: the median of the rounds' ratios when there were rounds, else of the one run."""
-    if round_ratios and round_ratios.get(concurrency):
-        return statistics.median(round_ratios[concurrency])
-    server = next((r for r in server_runs if r.concurrency == concurrency), None)
-    raw = next((r for r in raw_runs if r.concurrency == concurrency), None)
+def server_raw_ratio(server: ServerRun | None, raw: RawRun | None, rounds: Sequence[float]) -> float | None:
+    """server/raw at one C: the median of the rounds' ratios when there were rounds, else of the one run."""
+    if rounds:
+        return statistics.median(rounds)
     return server.rate / raw.rate if server and raw else None
 
 
@@ -303,10 +300,11 @@ def comparison_rows(server_runs: list[ServerRun], raw_runs: list[RawRun], concur
     rows = []
     for concurrency in concurrencies:
         server, raw = servers.get(concurrency), raws.get(concurrency)
-        value = server_raw_ratio(server_runs, raw_runs, concurrency, round_ratios)
+        rounds = (round_ratios or {}).get(concurrency, [])
+        value = server_raw_ratio(server, raw, rounds)
         ratio = "-" if value is None else f"{value:.2f}"
-        if round_ratios and len(round_ratios.get(concurrency, ())) > 1:
-            ratio += " (" + ", ".join(f"{r:.2f}" for r in round_ratios[concurrency]) + ")"
+        if len(rounds) > 1:
+            ratio += " (" + ", ".join(f"{r:.2f}" for r in rounds) + ")"
         requests = [fmt(server.requests_per_s) if server else "-"] if requests_column else []
         rows.append([str(concurrency),
                      fmt(server.rate) if server else "-",
@@ -336,10 +334,12 @@ def comparison_report(intro: str, headers: Sequence[str], server_runs: list[Serv
             lines.append(f"  {run.note}")
     lines.extend(raw_lines)
     goal = max(concurrencies)
-    ratio = server_raw_ratio(server_runs, raw_runs, goal, round_ratios)
+    rounds = (round_ratios or {}).get(goal, [])
+    ratio = server_raw_ratio(next((r for r in server_runs if r.concurrency == goal), None),
+                             next((r for r in raw_runs if r.concurrency == goal), None), rounds)
     if ratio is not None:
-        rounds = f" (median of {len(round_ratios[goal])} rounds)" if round_ratios and len(round_ratios.get(goal, ())) > 1 else ""
-        lines.append(f"goal server/raw >= {GOAL} at C={goal}: {ratio:.2f}{rounds} -> {'met' if ratio >= GOAL else 'NOT met'}")
+        median_of = f" (median of {len(rounds)} rounds)" if len(rounds) > 1 else ""
+        lines.append(f"goal server/raw >= {GOAL} at C={goal}: {ratio:.2f}{median_of} -> {'met' if ratio >= GOAL else 'NOT met'}")
     lines.append("\nMarkdown:\n")
     lines.append(markdown_table(headers, rows))
     lines.extend(footer)
