@@ -60,6 +60,12 @@ VARIANTS = {v.name: v for v in (
     Variant("prompt-lookup", "prompt-lookup decoding, 5 tokens per step, 3-grams",
             text_generation={"prompt_lookup": True}),
     Variant("stateful", "one stateful LLMPipeline instead of continuous batching", engine="naive"),
+    # The single-setting winners together, to see whether their gains add up on one stream.
+    Variant("pinning-latency", "ENABLE_CPU_PINNING true and PERFORMANCE_HINT LATENCY",
+            {"ENABLE_CPU_PINNING": True, "PERFORMANCE_HINT": "LATENCY"}),
+    Variant("one-user", "pinning, latency hint, f16 KV cache, no split-fuse, max_num_seqs 1",
+            {"ENABLE_CPU_PINNING": True, "PERFORMANCE_HINT": "LATENCY", "KV_CACHE_PRECISION": "f16"},
+            {"dynamic_split_fuse": False, "max_num_seqs": 1}),
 )}
 
 

@@ -1,0 +1,68 @@
+"""tools/bench/step_profile.py on the tiny chat model: the bytes it charges to each FullyConnected and the
+per-step counts it reports must match the compiled graph, or its GB/s column means nothing."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
+MODEL = Path(os.environ.get("OVMS_TEST_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "test-models")) / "tiny-chat" / "1"
+
+
+@pytest.fixture(scope="module")
+def step_profile():
+    """tools/bench/step_profile.py as a module (it imports from its own folder; the path is put back after)."""
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location("step_profile_under_test", BENCH / "step_profile.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def profile(step_profile):
+    return step_profile.StepProfile(MODEL, steps=8)
+
+
+def test_every_fully_connected_is_charged_at_least_its_weight_matrix(profile) -> None:
+    runtime_fcs = [op for op in profile.profiled.get_runtime_model().get_ordered_ops()
+                   if op.get_rt_info()["layerType"].astype(str).startswith("FullyConnected")]
+    assert runtime_fcs and len(profile.fc_weights) == len(runtime_fcs)
+    for op in runtime_fcs:
+        weights = op.input(1).get_source_output()
+        rows, columns = (dim.get_length() for dim in weights.get_partial_shape())
+        matrix_bytes = rows * columns * weights.get_element_type().bitwidth // 8
+        _, charged = profile.fc_weights[op.get_friendly_name()]
+        assert matrix_bytes <= charged <= 2 * matrix_bytes  # scales and zero points are a fraction on top
+    # Every weight a decode step multiplies by lives in the model's file; the compiled constants may be
+    # wider (f32 scales), not wildly so.
+    total = sum(charged for _, charged in profile.fc_weights.values())
+    assert total <= 4 * (MODEL / "openvino_model.bin").stat().st_size
+
+
+def test_breakdown_counts_each_weight_shape_once_per_step(profile) -> None:
+    kinds, shapes = profile.breakdown()
+    expected = collections.Counter(shape for shape, _ in profile.fc_weights.values())
+    assert {shape: count for shape, (_, count, _) in shapes.items()} == pytest.approx(dict(expected))
+    for shape, (spent, count, size) in shapes.items():
+        assert spent > 0
+        per_op = [charged for s, charged in profile.fc_weights.values() if s == shape]
+        assert size == pytest.approx(sum(per_op))
+    assert sum(spent for spent, _, _ in shapes.values()) <= sum(kinds.values())
+    assert profile.step_ms() > 0
+
+
+def test_read_bandwidth_is_a_plausible_rate(step_profile) -> None:
+    rate = step_profile.read_bandwidth_gbs(1, gib=0.0625, repeats=2)
+    assert 0.1 < rate < 1000  # GB/s: anything outside is a unit error, not a machine
