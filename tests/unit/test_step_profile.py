@@ -13,6 +13,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
 MODEL = Path(os.environ.get("OVMS_TEST_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "test-models")) / "tiny-chat" / "1"
+pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="test models not built (make test-models)")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def step_profile():
     finally:
         sys.path[:] = saved
     yield module
-    sys.modules.pop(spec.name, None)
+    for name in (spec.name, "common", "models", "modelbuild"):  # its sibling imports must not shadow others'
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,16 @@ def test_breakdown_counts_each_weight_shape_once_per_step(profile) -> None:
         assert size == pytest.approx(sum(per_op))
     assert sum(spent for spent, _, _ in shapes.values()) <= sum(kinds.values())
     assert profile.step_ms() > 0
+
+
+def test_per_step_times_come_from_the_difference_of_two_running_means(step_profile) -> None:
+    # A 100 ms prompt, then steps of 2 ms: the plugin's running mean is 34.67 ms after 2 steps and
+    # 4.94 ms after 40; the steps between the two snapshots took 2 ms each.
+    prompt, step = 100.0, 2.0
+    early = (prompt + 2 * step) / 3
+    late = (prompt + 40 * step) / 41
+    assert step_profile.steps_mean_ms(early, 3, late, 41) == pytest.approx(step)
+    assert step_profile.steps_mean_ms(5.0, 3, 5.0 - 1e-9, 41) == pytest.approx(5.0)
 
 
 def test_read_bandwidth_is_a_plausible_rate(step_profile) -> None:
