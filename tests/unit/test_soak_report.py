@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
+from tests.unit.bench_modules import bench_module
+
 
 
 @pytest.fixture(scope="module")
 def soak():
-    """tools/bench/soak.py as a module (it imports common from its own folder; the path is put back after)."""
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("soak_under_test", BENCH / "soak.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from bench_module("soak.py")
 
 
 def record(soak, kind, start, end, status="ok", tokens=0, ttft=None, rid=""):

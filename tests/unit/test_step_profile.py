@@ -4,32 +4,20 @@ per-step counts it reports must match the compiled graph, or its GB/s column mea
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
+from tests.unit.bench_modules import bench_module
+
 MODEL = Path(os.environ.get("OVMS_TEST_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "test-models")) / "tiny-chat" / "1"
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="test models not built (make test-models)")
 
 
 @pytest.fixture(scope="module")
 def step_profile():
-    """tools/bench/step_profile.py as a module (it imports from its own folder; the path is put back after)."""
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("step_profile_under_test", BENCH / "step_profile.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    yield module
-    for name in (spec.name, "common", "models", "modelbuild"):  # its sibling imports must not shadow others'
-        sys.modules.pop(name, None)
+    yield from bench_module("step_profile.py")
 
 
 @pytest.fixture(scope="module")
