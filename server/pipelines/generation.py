@@ -9,7 +9,8 @@ ContinuousBatchingPipeline for good.
 Metrics: the engine times each sequence from its admission (admit()) to its first token, between its
 outputs and to its last token, where the updates arrive (one perf_counter() per message, one histogram
 observe per update); the worker's step messages carry the pipeline's figures (KV cache, scheduled
-requests), which become gauges here.
+requests) and how long each step and the worker's work between steps took, which become gauges and
+histograms here.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class GenerationEngine:
         self._itl = metrics.INTER_TOKEN_LATENCY.labels(*labels)
         self._tpot = metrics.TIME_PER_OUTPUT_TOKEN.labels(*labels)
         self._e2e = metrics.E2E_LATENCY.labels(*labels)
+        self._step_seconds = metrics.ENGINE_STEP.labels(*labels)
+        self._step_gap_seconds = metrics.ENGINE_STEP_GAP.labels(*labels)
         self._figure_gauges = (metrics.KV_CACHE_USAGE.labels(*labels), metrics.KV_CACHE_MAX_USAGE.labels(*labels),
                                metrics.KV_CACHE_BYTES.labels(*labels), metrics.ENGINE_REQUESTS.labels(*labels),
                                metrics.ENGINE_SCHEDULED.labels(*labels))  # in EngineFigures' order
@@ -307,10 +310,14 @@ class GenerationEngine:
             self._published_load = self._recorded_figures = None
         messages, closed = self._reader.read()
         now = time.perf_counter()
-        for kind, updates, figures in messages:
+        for kind, updates, figures, timings in messages:
             self._rebuilding = kind == "rebuilding"  # a rebuild may be silent as long as a load
             if figures is not None:
                 self._record_figures(figures)
+            for step_seconds, gap_seconds in timings:
+                self._step_seconds.observe(step_seconds)
+                if gap_seconds is not None:
+                    self._step_gap_seconds.observe(gap_seconds)
             for request_id, text, token_ids, logprobs, finish, error in updates:
                 self._tokens_counter.inc(len(token_ids))
                 sequence = self._queues.get(request_id)

@@ -10,13 +10,17 @@ in a multiprocessing Connection (messages are tuples, pickled):
                     ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids", "detokenizer"}) | ("failed", message)   once, after
                     the build (detokenizer: "vocabulary" or "model", see vocab_decoder.py)
-                    ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...], figures)
-                    per step (an empty list at most once a second is a heartbeat) | ("rebuilding", [], None)
+                    ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...], figures,
+                    timings) per step (an empty list at most once a second is a heartbeat) | ("rebuilding", [], None, [])
 finish_reason is "stop" or "length" on a request's last update; error ends a request too. figures is the
 pipeline's state after the latest good step (EngineFigures as a tuple, from get_metrics(): one call, about a
 microsecond) or None when unknown; the server turns it into its Prometheus gauges. When the last request
 ends, the worker runs one empty step (it frees the finished requests' KV-cache blocks) and reports the idle
-figures, so the gauges do not keep showing the last busy step.
+figures, so the gauges do not keep showing the last busy step. timings are the (step_seconds,
+between_seconds) of each step since the previous message (usually one): how long step() took, and the
+worker's own time since the step before it (reading outputs, detokenizing, stop strings, messages), or
+None for a busy period's first step. The server turns them into histograms: the worker's share of the
+time per token, measured where it is spent.
 
 A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
 scheduling phase"), and the usual cause is one request (a grammar xgrammar cannot compile fails in that
@@ -148,7 +152,7 @@ def continuation_params(params: dict, generated: int) -> dict:
 class Worker:
     def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, conn: Connection,
                  rebuild: Callable[[], ov_genai.ContinuousBatchingPipeline] | None = None,
-                 vocab: VocabDecoder | None = None) -> None:
+                 vocab: VocabDecoder | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self._pipeline = pipeline
         self._tokenizer = pipeline.get_tokenizer()
         self._vocab = vocab  # decodes in Python where that is exact; else the detokenizer model does
@@ -161,10 +165,15 @@ class Worker:
         self._failed_steps = 0  # in a row
         self._last_sent = time.monotonic()
         self._figures: tuple | None = None  # EngineFigures after the latest good step
+        self._clock = clock
+        self._step_ended: float | None = None  # when the latest step() returned, while the worker stays busy
+        self._timings: list[tuple[float, float | None]] = []  # steps not reported yet (see the module docstring)
 
     def run(self) -> None:
         while not self._closing:
             busy = bool(self._active) or self._pipeline.has_non_finished_requests()
+            if not busy:  # waiting for work is not time between steps
+                self._step_ended = None
             try:
                 timeout = 0 if busy else None
                 while self._conn.poll(timeout):
@@ -188,6 +197,7 @@ class Worker:
         except Exception:  # a broken pipeline shows in the next request's step, which recovers
             _log_exception("generation_idle_step_failed")
             return
+        self._step_ended = None  # not a serving step: neither it nor the time before it is counted
         self._figures = engine_figures(self._pipeline, 0)
         self._send([], force=True)
 
@@ -230,11 +240,16 @@ class Worker:
         return self._pipeline.add_request(next(self._pipeline_ids), input_ids, build_config(params))
 
     def _step(self) -> None:
+        started = self._clock()
+        between = None if self._step_ended is None else started - self._step_ended
         try:
             self._pipeline.step()  # also frees the KV cache of cancelled and stopped requests
         except Exception:
+            self._step_ended = None  # a rebuild follows: not time between steps
             self._recover()
             return
+        self._step_ended = self._clock()
+        self._timings.append((self._step_ended - started, between))
         self._failed_steps = 0
         self._fresh.clear()
         open_before = len(self._active)
@@ -360,9 +375,12 @@ class Worker:
         now = time.monotonic()
         if not updates and kind == "updates" and not force and now - self._last_sent < HEARTBEAT_S:
             return
+        timings = self._timings if kind == "updates" else []
         try:
-            self._conn.send((kind, updates, self._figures if kind == "updates" else None))
+            self._conn.send((kind, updates, self._figures if kind == "updates" else None, timings))
             self._last_sent = now
+            if kind == "updates":
+                self._timings = []
         except (BrokenPipeError, OSError):
             self._closing = True
 

@@ -65,6 +65,12 @@ def test_generation_latencies_tokens_and_engine_gauges(server: ServerProcess, cl
     # one output per engine step and sequence: every token after the first follows an inter-token gap
     assert delta("ovms_inter_token_latency_seconds_count") == sum(u.completion_tokens - 1 for u in usages)
     assert 0 < delta("ovms_time_to_first_token_seconds_sum") <= delta("ovms_e2e_request_latency_seconds_sum")
+    # the worker times its steps: at least one per token (one request at a time here), and the time between
+    # two steps of a busy period (every step but the first of each period)
+    steps = delta("ovms_engine_step_duration_seconds_count")
+    assert steps >= sum(u.completion_tokens for u in usages)
+    assert sum(u.completion_tokens - 1 for u in usages) <= delta("ovms_engine_step_gap_seconds_count") < steps
+    assert delta("ovms_engine_step_duration_seconds_sum") > 0 and delta("ovms_engine_step_gap_seconds_sum") > 0
 
     for gauge in ("ovms_num_requests_running", "ovms_num_requests_waiting", "ovms_generation_requests_active"):
         assert after.get(gauge, CHAT) == 0, gauge

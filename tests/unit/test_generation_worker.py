@@ -72,7 +72,7 @@ class Connection:
 
 
 def updates(conn: Connection) -> dict[int, tuple]:
-    return {u[0]: u for kind, batch, _ in conn.sent if kind == "updates" for u in batch}
+    return {u[0]: u for kind, batch, *_ in conn.sent if kind == "updates" for u in batch}
 
 
 def test_a_request_that_fails_to_collect_fails_alone() -> None:
@@ -180,7 +180,7 @@ def test_a_busy_worker_with_nothing_to_say_sends_a_heartbeat_at_most_once_a_seco
     clock[0] += gw.HEARTBEAT_S
     worker._send([])
     worker._send([])
-    assert conn.sent == [("updates", [], None)]  # a fake without get_metrics: no figures
+    assert conn.sent == [("updates", [], None, [])]  # a fake without get_metrics: no figures; no step ran
 
 
 def test_failed_requests_hear_before_the_rebuild_which_is_announced() -> None:
@@ -221,7 +221,7 @@ def test_step_messages_carry_the_pipelines_figures() -> None:
     worker._add(0, [1], {"max_new_tokens": 1}, [], False)
     worker._add(1, [2], {"max_new_tokens": 9}, [], False)
     worker._step()
-    ((kind, batch, figures),) = conn.sent
+    ((kind, batch, figures, _),) = conn.sent
     assert kind == "updates" and {u[0] for u in batch} == {0, 1}
     # percent -> fraction; of the two scheduled, the one that finished in this step is no longer running
     assert gw.EngineFigures(*figures) == gw.EngineFigures(0.25, 0.5, 1024, 2, 2, 1)
@@ -243,4 +243,83 @@ def test_an_idle_worker_steps_once_more_and_reports_idle_figures() -> None:
     worker = gw.Worker(pipeline, conn)
     worker._settle()
     assert pipeline.steps == 1  # frees the finished requests' KV-cache blocks
-    assert conn.sent == [("updates", [], (0.0, 0.5, 1024, 0, 0, 0))]  # sent at once, not a rate-limited heartbeat
+    assert conn.sent == [("updates", [], (0.0, 0.5, 1024, 0, 0, 0), [])]  # at once, not a rate-limited heartbeat;
+    # the idle step is not a serving step: not timed
+
+
+class Clock:
+    """perf_counter for the worker: the fake pipeline moves it, so durations are exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedPipeline(RunningPipeline):
+    """Each step takes 10 ms; reading each request's output takes 1 ms."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def step(self) -> None:
+        self.clock.now += 0.010
+
+    def add_request(self, request_id: int, ids, config) -> Handle:
+        clock = self.clock
+
+        class SlowRead(Running):
+            def read(self) -> dict:
+                clock.now += 0.001
+                return super().read()
+
+        self.handles[request_id] = SlowRead(False)
+        return self.handles[request_id]
+
+
+def timings(conn: Connection) -> list[list[tuple]]:
+    return [message[3] for message in conn.sent if message[0] == "updates"]
+
+
+def test_each_step_message_carries_the_steps_duration_and_the_workers_time_before_it() -> None:
+    clock, conn = Clock(), Connection()
+    worker = gw.Worker(TimedPipeline(clock), conn, clock=clock)
+    for request_id in (0, 1):
+        worker._add(request_id, [1], {"max_new_tokens": 9}, [], False)
+    worker._step()  # the first step of a busy period: nothing before it to count
+    clock.now += 0.0005  # the loop, draining the pipe
+    worker._step()
+    (first,), (second,) = timings(conn)
+    assert first[0] == pytest.approx(0.010) and first[1] is None
+    # between: reading two requests' outputs (2 ms) after the first step, then the loop (0.5 ms)
+    assert second[0] == pytest.approx(0.010) and second[1] == pytest.approx(0.0025)
+
+
+def test_steps_without_a_message_are_reported_with_the_next_one(monkeypatch) -> None:
+    monkeypatch.setattr(gw.time, "monotonic", lambda: 100.0)  # no heartbeat falls due in between
+    clock, conn = Clock(), Connection()
+    worker = gw.Worker(TimedPipeline(clock), conn, clock=clock)
+    worker._add(0, [1], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    worker._active[0].handle.can_read = lambda: False  # a step that produces nothing to send (a prompt chunk)
+    worker._step()
+    assert timings(conn) == [[(pytest.approx(0.010), None)]]  # no message for the silent step yet
+    del worker._active[0].handle.can_read
+    worker._step()
+    assert [len(batch) for batch in timings(conn)] == [1, 2]
+
+
+def test_an_idle_period_starts_the_between_steps_time_again() -> None:
+    clock, conn = Clock(), Connection()
+    pipeline = TimedPipeline(clock)
+    worker = gw.Worker(pipeline, conn, clock=clock)
+    worker._add(0, [1], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    worker._active.clear()
+    worker._settle()  # the last request ended: the worker waits for the next one
+    clock.now += 5.0
+    worker._add(1, [1], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    assert [t[1] for batch in timings(conn) for t in batch] == [None, None]  # not 5 s between steps

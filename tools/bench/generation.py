@@ -51,8 +51,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
     environment, run_on_server, add_model_options, add_output_options, bench_parser, resolve_model_args,
-    REPO_ROOT, ConnectionPool, ForeignCPU, ServerProcess, fmt, markdown_table, ms, percentile, release_memory,
-    process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
+    REPO_ROOT, ConnectionPool, ForeignCPU, ServerProcess, fmt, markdown_table, ms, percentile, read_histogram,
+    release_memory, process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
 )
 from models import MODELS as BENCH_MODELS, model_dir as bench_model_dir  # noqa: E402
 
@@ -254,13 +254,19 @@ class ServerMode:
                     if args.idle_wait > 0:
                         await asyncio.to_thread(wait_for_idle, args.idle_wait, pids=[server.process.pid],
                                                 say=lambda text: print(f"[bench] {text}", file=sys.stderr))
+                    cycle = await asyncio.to_thread(self._step_histograms, server)
                     server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
                     foreign = ForeignCPU([server.process.pid])
                     run = await self._run(pool, concurrency)
-                    run.notes["other_cpu_s"] = foreign.seconds()
-                    run.notes["attempts"] = attempt + 1
                     run.notes["cpu_s"] = server.cpu_seconds() - server_cpu
                     run.notes["client_cpu_s"] = time.process_time() - client_cpu
+                    steps, gaps = [after - before for after, before in
+                                   zip(await asyncio.to_thread(self._step_histograms, server), cycle)]
+                    if steps.count:  # (a server without these histograms reports no cycle)
+                        run.notes.update(cycle_step_ms=ms(steps.mean), cycle_between_ms=ms(gaps.mean),
+                                         cycle_steps=steps.count)
+                    run.notes["other_cpu_s"] = foreign.seconds()
+                    run.notes["attempts"] = attempt + 1
                     if not is_noisy(run):
                         break
                     if attempt < args.retries:
@@ -271,6 +277,11 @@ class ServerMode:
             return runs
         finally:
             await pool.close()
+
+    def _step_histograms(self, server: ServerProcess) -> tuple:
+        """The worker's own timers (its /metrics histograms): pipeline steps, and its time between steps."""
+        return tuple(read_histogram(server.base_url, name, "model", self.args.model_id)
+                     for name in ("ovms_engine_step_duration_seconds", "ovms_engine_step_gap_seconds"))
 
     async def _run(self, pool, concurrency: int) -> Run:
         args = self.args
@@ -411,11 +422,12 @@ class RawMode:
                           for c in range(concurrency)]
                 progress = Progress(concurrency * args.requests_per_client, f"raw C={concurrency}")
                 results: list[RequestStats] = []
+                cycle = StepTimes()
                 start = time.perf_counter()
-                self._drive(pipeline, queues, config_tokens, results, prompts.tensors, progress.update)
+                self._drive(pipeline, queues, config_tokens, results, prompts.tensors, progress.update, cycle)
                 wall = time.perf_counter() - start
                 progress.close()
-                return Run("raw", concurrency, wall, results)
+                return Run("raw", concurrency, wall, results, cycle.notes())
 
             runs = [measured(args, lambda: measure(concurrency)) for concurrency in args.concurrency]
             for run in runs:
@@ -432,7 +444,8 @@ class RawMode:
         return ", ".join(f"{k}={settings[k]}" for k in keys)
 
     def _drive(self, pipeline, queues: list[deque], config, results: list[RequestStats],
-               tensors: list | None = None, on_done: Callable[[], None] = lambda: None) -> None:
+               tensors: list | None = None, on_done: Callable[[], None] = lambda: None,
+               cycle: "StepTimes | None" = None) -> None:
         """Client c's requests are queues[c] (prompt indices, or tensors directly when tensors is None);
         each client keeps one request in flight and adds its next one as soon as the previous finishes."""
         import openvino_genai as ov_genai
@@ -448,11 +461,13 @@ class RawMode:
             stats = RequestStats(client, -1 if tensors is None else item, time.perf_counter())
             active[request_id] = (client, pipeline.add_request(request_id, tensor, config), stats)
 
+        cycle = cycle or StepTimes()
         for client in range(len(queues)):
             add(client)
         while active:
+            cycle.started()
             pipeline.step()
-            now = time.perf_counter()
+            now = cycle.ended()
             for request_id, (client, handle, stats) in list(active.items()):
                 if handle.can_read():
                     count = sum(len(output.generated_ids) for output in handle.read().values())
@@ -469,6 +484,34 @@ class RawMode:
                     on_done()
                     if queues[client]:
                         add(client)
+
+
+class StepTimes:
+    """Raw's steps timed as the server's worker times its own (generation_worker.py): each step() call, and
+    the time from one step's end to the next one's start (here: this loop's reads and adds)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.step_s = self.between_s = 0.0
+        self.steps = self.betweens = 0
+        self._start = self._end = 0.0
+        self._clock = clock
+
+    def started(self) -> None:
+        self._start = self._clock()
+        if self.steps:
+            self.between_s += self._start - self._end
+            self.betweens += 1
+
+    def ended(self) -> float:
+        self._end = self._clock()
+        self.step_s += self._end - self._start
+        self.steps += 1
+        return self._end
+
+    def notes(self) -> dict[str, float]:
+        return {"cycle_step_ms": ms(self.step_s / self.steps) if self.steps else float("nan"),
+                "cycle_between_ms": ms(self.between_s / self.betweens) if self.betweens else float("nan"),
+                "cycle_steps": self.steps}
 
 
 def step_breakdown(pipeline, prompts: "_Prompts", config, requests: int) -> dict[str, float]:
@@ -517,6 +560,23 @@ def breakdown_line(raw: Run, server: Run | None) -> str:
         text += (f"; server ITL p50 {server.itl_ms(50):.2f} - raw ITL p50 {raw.itl_ms(50):.2f} = {extra:+.2f} "
                  "(detokenization, worker IPC, SSE and HTTP)")
     return text
+
+
+CYCLE_HEADERS = ("C", "server step ms", "server between steps ms", "between / cycle", "raw step ms",
+                 "raw between steps ms", "server step / raw step")
+
+
+def cycle_row(server: Run | None, raw: Run | None, concurrency: int) -> list[str] | None:
+    """One step cycle (means over the median runs): the server's from its worker's own timers (/metrics),
+    raw's from its step loop. "between" is what the caller does from one step's end to the next one's start."""
+    if server is None or "cycle_step_ms" not in server.notes:
+        return None
+    step, between = server.notes["cycle_step_ms"], server.notes["cycle_between_ms"]
+    row = [str(concurrency), fmt(step, 2), fmt(between, 3), f"{between / (step + between):.1%}"]
+    if raw is None or "cycle_step_ms" not in raw.notes:
+        return row + ["-", "-", "-"]
+    return row + [fmt(raw.notes["cycle_step_ms"], 2), fmt(raw.notes["cycle_between_ms"], 3),
+                  f"{step / raw.notes['cycle_step_ms']:.2f}"]
 
 
 def token_timer(stats: RequestStats):
@@ -674,8 +734,17 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                 lines.append(f"server/raw tok/s by round: {ratios}; TTFT p50 - raw by round (ms): {deltas}")
     md_rows = [[str(concurrency), *results.row(mode, concurrency)]
                for concurrency in args.concurrency for mode in MODES if results.has(mode, concurrency)]
+    cycles = [row for concurrency in args.concurrency if (row := cycle_row(
+        results.median_run("server", concurrency) if results.has("server", concurrency) else None,
+        results.median_run("raw", concurrency) if results.has("raw", concurrency) else None, concurrency))]
+    if cycles:
+        lines.append("\nOne step cycle (means of the median runs; server: its worker's timers, from /metrics):")
+        lines.append(text_table(CYCLE_HEADERS, cycles))
     lines.append("\nMarkdown:\n")
     lines.append(markdown_table(("C", *HEADERS), md_rows))
+    if cycles:
+        lines.append("")
+        lines.append(markdown_table(CYCLE_HEADERS, cycles))
     noisy = [run for run in runs if is_noisy(run)]
     if noisy:
         lines.append("\nWARNING: other processes used CPU during " + ", ".join(
