@@ -31,7 +31,7 @@ class Connection:
         self.sent.append(message)
 
     def of(self, request_id: int) -> list[tuple]:
-        return [u for _, batch, _ in self.sent for u in batch if u[0] == request_id]
+        return [u for _, batch, *_ in self.sent for u in batch if u[0] == request_id]
 
 
 def build() -> ov_genai.ContinuousBatchingPipeline:
