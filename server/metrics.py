@@ -57,10 +57,11 @@ E2E_LATENCY = Histogram(
 ENGINE_STEP = Histogram(
     "ovms_engine_step_duration_seconds", "Time of one pipeline step in the generation worker (the next token of "
     "every scheduled sequence, or a chunk of prompts)", _MODEL_VERSION,
-    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5,
+             1.0, 2.5, 5.0, 10.0))
 ENGINE_STEP_GAP = Histogram(
-    "ovms_engine_step_gap_seconds", "The generation worker's own time between two steps while sequences run "
-    "(reading the outputs, detokenizing, stop strings, messages to and from the server)", _MODEL_VERSION,
+    "ovms_engine_step_gap_seconds", "The generation worker's own time between two steps while sequences run, "
+    "from one step's end to the next one's start (reading the outputs, detokenizing, stop strings, messages)", _MODEL_VERSION,
     buckets=(0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
 # From ContinuousBatchingPipeline.get_metrics(), sent by the worker process with its step messages.
 KV_CACHE_USAGE = Gauge("ovms_kv_cache_usage_perc", "Fraction of the KV cache in use (0 to 1) at the latest engine step",

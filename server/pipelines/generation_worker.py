@@ -240,6 +240,7 @@ class Worker:
         return self._pipeline.add_request(next(self._pipeline_ids), input_ids, build_config(params))
 
     def _step(self) -> None:
+        serving = bool(self._active)  # else a step that only frees stopped or cancelled requests' blocks
         started = self._clock()
         between = None if self._step_ended is None else started - self._step_ended
         try:
@@ -248,8 +249,11 @@ class Worker:
             self._step_ended = None  # a rebuild follows: not time between steps
             self._recover()
             return
-        self._step_ended = self._clock()
-        self._timings.append((self._step_ended - started, between))
+        if serving:
+            self._step_ended = self._clock()
+            self._timings.append((self._step_ended - started, between))
+        else:  # not counted, like the idle step of _settle
+            self._step_ended = None
         self._failed_steps = 0
         self._fresh.clear()
         open_before = len(self._active)

@@ -33,3 +33,9 @@ def test_the_cycle_row_compares_the_servers_worker_with_raw(generation) -> None:
     assert generation.cycle_row(server, None, 4)[4:] == ["-", "-", "-"]
     # a server without the worker's histograms (an older build) gives no row rather than made-up figures
     assert generation.cycle_row(generation.Run("server", 1, 1.0, []), raw, 1) is None
+
+
+def test_a_cycle_with_nothing_between_steps_shows_a_dash(generation) -> None:
+    lone = generation.Run("server", 1, 1.0, [], {"cycle_step_ms": 10.0, "cycle_between_ms": float("nan"),
+                                                 "cycle_steps": 1})
+    assert generation.cycle_row(lone, None, 1)[2:4] == ["-", "-"]

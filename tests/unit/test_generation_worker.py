@@ -266,6 +266,7 @@ class TimedPipeline(RunningPipeline):
 
     def step(self) -> None:
         self.clock.now += 0.010
+        super().step()  # fails when step_fails is set
 
     def add_request(self, request_id: int, ids, config) -> Handle:
         clock = self.clock
@@ -323,3 +324,29 @@ def test_an_idle_period_starts_the_between_steps_time_again() -> None:
     worker._add(1, [1], {"max_new_tokens": 9}, [], False)
     worker._step()
     assert [t[1] for batch in timings(conn) for t in batch] == [None, None]  # not 5 s between steps
+
+
+def test_a_failed_step_is_not_timed_and_the_step_after_the_rebuild_starts_afresh() -> None:
+    clock, conn = Clock(), Connection()
+    first, second = TimedPipeline(clock), TimedPipeline(clock)
+    worker = gw.Worker(first, conn, rebuild=lambda: second, clock=clock)
+    worker._add(0, [1], {"max_new_tokens": 9}, [], False)
+    worker._step()
+    worker._step()
+    first.step_fails = True
+    worker._add(1, [2], {"max_new_tokens": 9}, [], False)  # blamed for the failure; request 0 continues
+    worker._step()
+    worker._step()  # on the rebuilt pipeline
+    assert [t[1] is None for batch in timings(conn) for t in batch] == [True, False, True]
+
+
+def test_a_step_that_only_frees_a_stopped_request_is_not_timed(monkeypatch) -> None:
+    monkeypatch.setattr(gw.time, "monotonic", lambda: 100.0)
+    clock, conn = Clock(), Connection()
+    worker = gw.Worker(TimedPipeline(clock), conn, clock=clock)
+    worker._add(0, [1], {"max_new_tokens": 9}, ["x"], False)  # the fake's text "x" is the stop string
+    worker._step()
+    assert not worker._active  # stopped: the pipeline frees it at its next step
+    worker._step()
+    worker._send([], force=True)
+    assert [len(batch) for batch in timings(conn)] == [1, 0]

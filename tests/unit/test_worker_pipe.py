@@ -45,7 +45,7 @@ def test_nothing_there_returns_at_once(pipe) -> None:
 
 def test_every_message_that_arrived_comes_out_in_order(pipe) -> None:
     reader, worker = pipe
-    messages = [("updates", [(1, "héllo", [5], [], None, None)], (0.1, 0.2, 3, 1, 1, 1)), ("rebuilding", [], None)]
+    messages = [("updates", [(1, "héllo", [5], [], None, None)], (0.1, 0.2, 3, 1, 1, 1), [(0.01, None)]), ("rebuilding", [], None, [])]
     for message in messages:
         send(worker, message)
     assert reader.read() == (messages, False)
@@ -54,7 +54,7 @@ def test_every_message_that_arrived_comes_out_in_order(pipe) -> None:
 
 def test_a_message_larger_than_one_read_waits_until_it_is_whole(pipe) -> None:
     reader, worker = pipe
-    big = ("updates", [(7, "x" * 90_000, list(range(1000)), [], "length", None)], None)  # over one read (64 KiB)
+    big = ("updates", [(7, "x" * 90_000, list(range(1000)), [], "length", None)], None, [])  # over one read (64 KiB)
     data = pickle.dumps(big)
     frame = struct.pack("!i", len(data)) + data
     worker.sendall(frame[:40_000])  # both parts fit in the socket's buffer: no writer thread needed
@@ -71,14 +71,14 @@ def test_a_message_larger_than_one_read_waits_until_it_is_whole(pipe) -> None:
 
 def test_the_long_length_form_is_read(pipe) -> None:
     reader, worker = pipe
-    data = pickle.dumps(("updates", [], None))
+    data = pickle.dumps(("updates", [], None, []))
     worker.sendall(struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data)
-    assert reader.read() == ([("updates", [], None)], False)
+    assert reader.read() == ([("updates", [], None, [])], False)
 
 
 def test_the_end_of_the_pipe_comes_after_the_last_messages(pipe) -> None:
     reader, worker = pipe
-    last = ("updates", [(3, "", [], [], None, "the engine could not run this request")], None)
+    last = ("updates", [(3, "", [], [], None, "the engine could not run this request")], None, [])
     send(worker, last)
     worker.close()
     assert reader.read()[0] == [last]  # a short read stops there: the end shows in the next read

@@ -36,6 +36,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -51,7 +52,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 
 from common import (  # noqa: E402
     environment, run_on_server, add_model_options, add_output_options, bench_parser, resolve_model_args,
-    REPO_ROOT, ConnectionPool, ForeignCPU, ServerProcess, fmt, markdown_table, ms, percentile, read_histogram,
+    REPO_ROOT, ConnectionPool, ForeignCPU, Histogram, ServerProcess, fmt, markdown_table, ms, percentile, read_histogram,
     release_memory, process_cpu_seconds, single_model_repository, text_table, wait_for_idle,
 )
 from models import MODELS as BENCH_MODELS, model_dir as bench_model_dir  # noqa: E402
@@ -260,12 +261,12 @@ class ServerMode:
                     run = await self._run(pool, concurrency)
                     run.notes["cpu_s"] = server.cpu_seconds() - server_cpu
                     run.notes["client_cpu_s"] = time.process_time() - client_cpu
+                    run.notes["other_cpu_s"] = foreign.seconds()
                     steps, gaps = [after - before for after, before in
                                    zip(await asyncio.to_thread(self._step_histograms, server), cycle)]
                     if steps.count:  # (a server without these histograms reports no cycle)
                         run.notes.update(cycle_step_ms=ms(steps.mean), cycle_between_ms=ms(gaps.mean),
                                          cycle_steps=steps.count)
-                    run.notes["other_cpu_s"] = foreign.seconds()
                     run.notes["attempts"] = attempt + 1
                     if not is_noisy(run):
                         break
@@ -278,8 +279,9 @@ class ServerMode:
         finally:
             await pool.close()
 
-    def _step_histograms(self, server: ServerProcess) -> tuple:
-        """The worker's own timers (its /metrics histograms): pipeline steps, and its time between steps."""
+    def _step_histograms(self, server: ServerProcess) -> tuple[Histogram, Histogram]:
+        """The worker's own timers (its /metrics histograms): pipeline steps, and its time between steps
+        (ovms_engine_step_gap_seconds)."""
         return tuple(read_histogram(server.base_url, name, "model", self.args.model_id)
                      for name in ("ovms_engine_step_duration_seconds", "ovms_engine_step_gap_seconds"))
 
@@ -488,7 +490,8 @@ class RawMode:
 
 class StepTimes:
     """Raw's steps timed as the server's worker times its own (generation_worker.py): each step() call, and
-    the time from one step's end to the next one's start (here: this loop's reads and adds)."""
+    the time from one step's end to the next one's start (here: this loop's reads and adds; at C = 1 the
+    add of a client's next request counts too, where the server's worker starts a new busy period)."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.step_s = self.between_s = 0.0
@@ -572,7 +575,8 @@ def cycle_row(server: Run | None, raw: Run | None, concurrency: int) -> list[str
     if server is None or "cycle_step_ms" not in server.notes:
         return None
     step, between = server.notes["cycle_step_ms"], server.notes["cycle_between_ms"]
-    row = [str(concurrency), fmt(step, 2), fmt(between, 3), f"{between / (step + between):.1%}"]
+    share = between / (step + between)  # NaN when every step began a busy period (nothing between)
+    row = [str(concurrency), fmt(step, 2), fmt(between, 3), "-" if math.isnan(share) else f"{share:.1%}"]
     if raw is None or "cycle_step_ms" not in raw.notes:
         return row + ["-", "-", "-"]
     return row + [fmt(raw.notes["cycle_step_ms"], 2), fmt(raw.notes["cycle_between_ms"], 3),
