@@ -24,6 +24,12 @@ measures again when they did not (--retries); the "other CPU s" column shows the
 anyway. Single runs on a 2-core VM vary by 10-20 %, so server and raw are measured --rounds times,
 alternating, and the report gives medians (see Results).
 
+The step cycle table puts the server's worker's own timers (its /metrics histograms
+ovms_engine_step_duration_seconds and ovms_engine_step_gap_seconds, read before and after each run) beside
+raw's step loop, timed the same way (StepTimes): the engine step, and the caller's time from one step's
+end to the next one's start. That share of the cycle is the server's cost on every stream, measured
+without comparing two runs.
+
     .venv/bin/python tools/bench/generation.py
     .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
     .venv/bin/python tools/bench/generation.py --model llama1b-int8 --concurrency 1 4 8
