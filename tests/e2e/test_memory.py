@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import os
 import random
 import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import openvino as ov
 import pytest
 
+from server import native_memory
 from tests.e2e.harness import ServerProcess, copy_model, wait_for
 
 
@@ -54,7 +60,12 @@ def _load_and_unload(server: ServerProcess, models: Path, serve: Callable[[], No
 def test_serving_leaves_no_memory_behind(empty_server: ServerProcess, models: Path) -> None:
     """Embedding traffic of varied shapes, then unloading: the server ends where a server that only
     loaded and unloaded the model ends. Before inputs were padded to bounded shapes and oneDNN's
-    process-wide primitive cache was turned off, this traffic left 64 MB behind (6 MB now)."""
+    process-wide primitive cache was turned off, this traffic left 64 MB behind (6 MB now).
+
+    One release in four or five, served or not, keeps a stale 15-20 MB region of the released model's
+    weights resident until a later release (seen in /proc/PID/smaps; a CI run failed on it at 27 MB).
+    So each side is the least of four releases: what serving leaves behind stays through the plain
+    load-and-release cycles after it, and is still there in the least of them."""
     server = empty_server
     rng = random.Random(5)
     words = "the quick brown fox jumps over a lazy dog while models serve tokens".split()
@@ -65,8 +76,29 @@ def test_serving_leaves_no_memory_behind(empty_server: ServerProcess, models: Pa
             response = server.post("/v3/embeddings", json={"model": "traffic", "input": texts})
             assert response.status_code == 200, response.text
 
-    _load_and_unload(server, models, lambda: None)  # the first load brings in what any load keeps
-    unserved = _load_and_unload(server, models, lambda: None)
-    served = _load_and_unload(server, models, traffic)
-    print(f"after unloading: {unserved:.0f} MB unserved, {served:.0f} MB after 200 requests of varied shapes")
-    assert served - unserved < 25, (unserved, served)
+    def plain() -> None:
+        pass
+
+    _load_and_unload(server, models, plain)  # the first load brings in what any load keeps
+    unserved = [_load_and_unload(server, models, plain) for _ in range(4)]
+    served = [_load_and_unload(server, models, serve) for serve in (traffic, plain, plain, plain)]
+    print(f"after unloading: {[round(x) for x in unserved]} MB unserved, "
+          f"{[round(x) for x in served]} MB after 200 requests of varied shapes and three plain cycles")
+    assert min(served) - min(unserved) < 25, (unserved, served)
+
+def test_release_empties_the_allocator_caches_openvino_uses(models: Path) -> None:
+    """OpenVINO allocates through TBB's scalable allocator, which caches freed blocks for reuse. With only
+    glibc trimmed, about half of MiniLM's releases left a 20 MB block of the released model resident (in
+    /proc/PID/smaps) until a later load reused it; a CI run saw 27 MB above the unserved figure. After
+    return_freed_memory() the allocator has nothing left to hand back."""
+    compiled = ov.Core().compile_model(str(models / "minilm" / "1" / "openvino_model.xml"), "CPU")
+    request = compiled.create_infer_request()
+    for width in (8, 40, 128):
+        ones = np.ones((4, width), np.int64)
+        request.infer({"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)})
+    del request, compiled
+    gc.collect()
+    native_memory.return_freed_memory()
+    tbbmalloc = ctypes.CDLL("libtbbmalloc.so.2", mode=os.RTLD_NOLOAD)
+    clean_all_buffers, no_effect = 0, 4  # TBBMALLOC_CLEAN_ALL_BUFFERS, TBBMALLOC_NO_EFFECT (tbb/scalable_allocator.h)
+    assert tbbmalloc.scalable_allocation_command(clean_all_buffers, None) == no_effect
