@@ -142,6 +142,7 @@ class GenerationEngine:
         self._e2e = metrics.E2E_LATENCY.labels(*labels)
         self._step_seconds = metrics.ENGINE_STEP.labels(*labels)
         self._step_gap_seconds = metrics.ENGINE_STEP_GAP.labels(*labels)
+        self._request_wait_seconds = metrics.ENGINE_REQUEST_WAIT.labels(*labels)
         self._figure_gauges = (metrics.KV_CACHE_USAGE.labels(*labels), metrics.KV_CACHE_MAX_USAGE.labels(*labels),
                                metrics.KV_CACHE_BYTES.labels(*labels), metrics.ENGINE_REQUESTS.labels(*labels),
                                metrics.ENGINE_SCHEDULED.labels(*labels))  # in EngineFigures' order
@@ -230,7 +231,7 @@ class GenerationEngine:
         request_id = next(self._ids)
         updates: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = _Sequence(updates, reservation)
-        self._outbox.put(("add", request_id, prompt_ids, params, stop or [], include_stop))
+        self._outbox.put(("add", request_id, prompt_ids, params, stop or [], include_stop, time.perf_counter()))
         self._publish_load()
         try:
             while True:
@@ -314,10 +315,12 @@ class GenerationEngine:
             self._rebuilding = kind == "rebuilding"  # a rebuild may be silent as long as a load
             if figures is not None:
                 self._record_figures(figures)
-            for step_seconds, gap_seconds in timings:
+            for step_seconds, gap_seconds, waits in timings:
                 self._step_seconds.observe(step_seconds)
                 if gap_seconds is not None:
                     self._step_gap_seconds.observe(gap_seconds)
+                for wait_seconds in waits:
+                    self._request_wait_seconds.observe(wait_seconds)
             for request_id, text, token_ids, logprobs, finish, error in updates:
                 self._tokens_counter.inc(len(token_ids))
                 sequence = self._queues.get(request_id)

@@ -7,7 +7,8 @@ step, so requests were accepted late and tokens reached clients in bursts.
 Started as `python -m server.pipelines.generation_worker FD PARENT_PID`, FD being its end of a socketpair wrapped
 in a multiprocessing Connection (messages are tuples, pickled):
   parent -> worker  (path, settings, device, plugin_config)   once, first (settings: GenerationSettings as a dict)
-                    ("add", request_id, prompt_ids, params, stops, include_stop) | ("cancel", request_id) | ("close",)
+                    ("add", request_id, prompt_ids, params, stops, include_stop, sent_at) | ("cancel", request_id)
+                    | ("close",)   (sent_at: the server's time.perf_counter() when it handed the request over)
   worker -> parent  ("ready", {"eos_token_id", "stop_token_ids", "detokenizer"}) | ("failed", message)   once, after
                     the build (detokenizer: "vocabulary" or "model", see vocab_decoder.py)
                     ("updates", [(request_id, text, token_ids, logprobs, finish_reason, error), ...], figures,
@@ -17,10 +18,13 @@ pipeline's state after the latest good step (EngineFigures as a tuple, from get_
 microsecond) or None when unknown; the server turns it into its Prometheus gauges. When the last request
 ends, the worker runs one empty step (it frees the finished requests' KV-cache blocks) and reports the idle
 figures, so the gauges do not keep showing the last busy step. timings are the (step_seconds,
-between_seconds) of each step since the previous message (usually one): how long step() took, and the
+between_seconds, waits) of each step since the previous message (usually one): how long step() took, the
 worker's own time since the step before it (reading outputs, detokenizing, stop strings, messages), or
-None for a busy period's first step. The server turns them into histograms: the worker's share of the
-time per token, measured where it is spent.
+None for a busy period's first step, and for each request added just before this step, how long it waited
+from the server's hand-off (a request that arrives while a step runs waits for that step's end). The
+server turns them into histograms: the worker's share of the time per token, measured where it is spent,
+and the part of the time to first token spent waiting for the engine. perf_counter is CLOCK_MONOTONIC on
+Linux, one clock for both processes.
 
 A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
 scheduling phase"), and the usual cause is one request (a grammar xgrammar cannot compile fails in that
@@ -167,7 +171,8 @@ class Worker:
         self._figures: tuple | None = None  # EngineFigures after the latest good step
         self._clock = clock
         self._step_ended: float | None = None  # when the latest step() returned, while the worker stays busy
-        self._timings: list[tuple[float, float | None]] = []  # steps not reported yet (see the module docstring)
+        self._timings: list[tuple[float, float | None, tuple[float, ...]]] = []  # steps not reported yet
+        self._waits: list[float] = []  # of the requests added since the latest timed step
 
     def run(self) -> None:
         while not self._closing:
@@ -214,8 +219,8 @@ class Worker:
     def _handle(self, message: tuple) -> None:
         kind = message[0]
         if kind == "add":
-            _, request_id, prompt_ids, params, stops, include_stop = message
-            self._add(request_id, prompt_ids, params, stops, include_stop)
+            _, request_id, prompt_ids, params, stops, include_stop, sent_at = message
+            self._add(request_id, prompt_ids, params, stops, include_stop, sent_at)
         elif kind == "cancel":
             request = self._active.pop(message[1], None)
             if request is not None:
@@ -223,7 +228,8 @@ class Worker:
         elif kind == "close":
             self._closing = True
 
-    def _add(self, request_id: int, prompt_ids: list[int], params: dict, stops: list[str], include_stop: bool) -> None:
+    def _add(self, request_id: int, prompt_ids: list[int], params: dict, stops: list[str], include_stop: bool,
+             sent_at: float | None = None) -> None:
         try:
             handle = self._add_to_pipeline(prompt_ids, params)
         except Exception:
@@ -234,6 +240,8 @@ class Worker:
                                             StopStringFilter(stops, include_stop=include_stop),
                                             list(prompt_ids), dict(params))
         self._fresh.add(request_id)
+        if sent_at is not None:
+            self._waits.append(max(0.0, self._clock() - sent_at))  # below zero only off Linux, if the clocks differ
 
     def _add_to_pipeline(self, prompt_ids: list[int], params: dict) -> object:
         input_ids = ov.Tensor(np.array([prompt_ids], dtype=np.int64))
@@ -251,7 +259,8 @@ class Worker:
             return
         if serving:
             self._step_ended = self._clock()
-            self._timings.append((self._step_ended - started, between))
+            self._timings.append((self._step_ended - started, between, tuple(self._waits)))
+            self._waits = []
         else:  # not counted, like the idle step of _settle
             self._step_ended = None
         self._failed_steps = 0

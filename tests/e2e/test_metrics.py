@@ -71,6 +71,9 @@ def test_generation_latencies_tokens_and_engine_gauges(server: ServerProcess, cl
     assert steps >= sum(u.completion_tokens for u in usages)
     assert sum(u.completion_tokens - 1 for u in usages) <= delta("ovms_engine_step_gap_seconds_count") < steps
     assert delta("ovms_engine_step_duration_seconds_sum") > 0 and delta("ovms_engine_step_gap_seconds_sum") > 0
+    # each request waited for the engine once, from the server's hand-off to the worker adding it
+    assert delta("ovms_engine_request_wait_seconds_count") == 2
+    assert 0 < delta("ovms_engine_request_wait_seconds_sum") < delta("ovms_time_to_first_token_seconds_sum")
 
     for gauge in ("ovms_num_requests_running", "ovms_num_requests_waiting", "ovms_generation_requests_active"):
         assert after.get(gauge, CHAT) == 0, gauge

@@ -27,10 +27,11 @@ def test_step_times_count_each_step_and_the_time_between_steps(generation) -> No
 
 
 def test_the_cycle_row_compares_the_servers_worker_with_raw(generation) -> None:
-    server = generation.Run("server", 1, 1.0, [], {"cycle_step_ms": 10.0, "cycle_between_ms": 0.5, "cycle_steps": 64})
+    server = generation.Run("server", 1, 1.0, [], {"cycle_step_ms": 10.0, "cycle_between_ms": 0.5, "cycle_steps": 64,
+                                                   "request_wait_ms": 6.25})
     raw = generation.Run("raw", 1, 1.0, [], {"cycle_step_ms": 12.5, "cycle_between_ms": 0.1, "cycle_steps": 64})
-    assert generation.cycle_row(server, raw, 1) == ["1", "10.00", "0.500", "4.8%", "12.50", "0.100", "0.80"]
-    assert generation.cycle_row(server, None, 4)[4:] == ["-", "-", "-"]
+    assert generation.cycle_row(server, raw, 1) == ["1", "10.00", "0.500", "4.8%", "6.25", "12.50", "0.100", "0.80"]
+    assert generation.cycle_row(server, None, 4)[5:] == ["-", "-", "-"]
     # a server without the worker's histograms (an older build) gives no row rather than made-up figures
     assert generation.cycle_row(generation.Run("server", 1, 1.0, []), raw, 1) is None
 
@@ -38,4 +39,4 @@ def test_the_cycle_row_compares_the_servers_worker_with_raw(generation) -> None:
 def test_a_cycle_with_nothing_between_steps_shows_a_dash(generation) -> None:
     lone = generation.Run("server", 1, 1.0, [], {"cycle_step_ms": 10.0, "cycle_between_ms": float("nan"),
                                                  "cycle_steps": 1})
-    assert generation.cycle_row(lone, None, 1)[2:4] == ["-", "-"]
+    assert generation.cycle_row(lone, None, 1)[2:5] == ["-", "-", "-"]  # (nor a request-wait figure)

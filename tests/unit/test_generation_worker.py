@@ -306,7 +306,7 @@ def test_steps_without_a_message_are_reported_with_the_next_one(monkeypatch) -> 
     worker._step()
     worker._active[0].handle.can_read = lambda: False  # a step that produces nothing to send (a prompt chunk)
     worker._step()
-    assert timings(conn) == [[(pytest.approx(0.010), None)]]  # no message for the silent step yet
+    assert timings(conn) == [[(pytest.approx(0.010), None, ())]]  # no message for the silent step yet
     del worker._active[0].handle.can_read
     worker._step()
     assert [len(batch) for batch in timings(conn)] == [1, 2]
@@ -350,3 +350,24 @@ def test_a_step_that_only_frees_a_stopped_request_is_not_timed(monkeypatch) -> N
     worker._step()
     worker._send([], force=True)
     assert [len(batch) for batch in timings(conn)] == [1, 0]
+
+
+def test_a_step_reports_how_long_the_requests_it_took_in_waited_for_the_engine() -> None:
+    clock, conn = Clock(), Connection()
+    worker = gw.Worker(TimedPipeline(clock), conn, clock=clock)
+    sent = clock.now
+    clock.now += 0.040  # the server handed request 0 over while a step ran
+    worker._handle(("add", 0, [1], {"max_new_tokens": 9}, [], False, sent))
+    worker._handle(("add", 1, [1], {"max_new_tokens": 9}, [], False, clock.now))  # taken in at once
+    worker._step()
+    worker._step()
+    (first,), (second,) = timings(conn)
+    assert first[2] == (pytest.approx(0.040), pytest.approx(0.0)) and second[2] == ()
+
+
+def test_a_wait_that_the_clocks_put_below_zero_counts_as_zero() -> None:
+    clock, conn = Clock(), Connection()
+    worker = gw.Worker(TimedPipeline(clock), conn, clock=clock)
+    worker._handle(("add", 0, [1], {"max_new_tokens": 9}, [], False, clock.now + 1.0))
+    worker._step()
+    assert timings(conn)[0][0][2] == (0.0,)

@@ -45,7 +45,7 @@ def test_nothing_there_returns_at_once(pipe) -> None:
 
 def test_every_message_that_arrived_comes_out_in_order(pipe) -> None:
     reader, worker = pipe
-    messages = [("updates", [(1, "héllo", [5], [], None, None)], (0.1, 0.2, 3, 1, 1, 1), [(0.01, None)]), ("rebuilding", [], None, [])]
+    messages = [("updates", [(1, "héllo", [5], [], None, None)], (0.1, 0.2, 3, 1, 1, 1), [(0.01, None, (0.002,))]), ("rebuilding", [], None, [])]
     for message in messages:
         send(worker, message)
     assert reader.read() == (messages, False)

@@ -28,7 +28,9 @@ The step cycle table puts the server's worker's own timers (its /metrics histogr
 ovms_engine_step_duration_seconds and ovms_engine_step_gap_seconds, read before and after each run) beside
 raw's step loop, timed the same way (StepTimes): the engine step, and the caller's time from one step's
 end to the next one's start. That share of the cycle is the server's cost on every stream, measured
-without comparing two runs.
+without comparing two runs. Its "request wait" column (ovms_engine_request_wait_seconds) is how long a
+request waited for the engine to take it, the part of the server's time to first token that raw, which
+adds a client's next request as soon as a step ends, does not have.
 
     .venv/bin/python tools/bench/generation.py
     .venv/bin/python tools/bench/generation.py --concurrency 1 8 --modes server raw --max-tokens 128
@@ -268,11 +270,11 @@ class ServerMode:
                     run.notes["cpu_s"] = server.cpu_seconds() - server_cpu
                     run.notes["client_cpu_s"] = time.process_time() - client_cpu
                     run.notes["other_cpu_s"] = foreign.seconds()
-                    steps, gaps = [after - before for after, before in
-                                   zip(await asyncio.to_thread(self._step_histograms, server), cycle)]
+                    steps, gaps, waits = [after - before for after, before in
+                                          zip(await asyncio.to_thread(self._step_histograms, server), cycle)]
                     if steps.count:  # (a server without these histograms reports no cycle)
                         run.notes.update(cycle_step_ms=ms(steps.mean), cycle_between_ms=ms(gaps.mean),
-                                         cycle_steps=steps.count)
+                                         cycle_steps=steps.count, request_wait_ms=ms(waits.mean))
                     run.notes["attempts"] = attempt + 1
                     if not is_noisy(run):
                         break
@@ -285,11 +287,12 @@ class ServerMode:
         finally:
             await pool.close()
 
-    def _step_histograms(self, server: ServerProcess) -> tuple[Histogram, Histogram]:
-        """The worker's own timers (its /metrics histograms): pipeline steps, and its time between steps
-        (ovms_engine_step_gap_seconds)."""
+    def _step_histograms(self, server: ServerProcess) -> tuple[Histogram, Histogram, Histogram]:
+        """The worker's own timers (its /metrics histograms): pipeline steps, its time between steps, and
+        how long each request waited for the engine to take it."""
         return tuple(read_histogram(server.base_url, name, "model", self.args.model_id)
-                     for name in ("ovms_engine_step_duration_seconds", "ovms_engine_step_gap_seconds"))
+                     for name in ("ovms_engine_step_duration_seconds", "ovms_engine_step_gap_seconds",
+                                  "ovms_engine_request_wait_seconds"))
 
     async def _run(self, pool, concurrency: int) -> Run:
         args = self.args
@@ -571,18 +574,20 @@ def breakdown_line(raw: Run, server: Run | None) -> str:
     return text
 
 
-CYCLE_HEADERS = ("C", "server step ms", "server between steps ms", "between / cycle", "raw step ms",
-                 "raw between steps ms", "server step / raw step")
+CYCLE_HEADERS = ("C", "server step ms", "server between steps ms", "between / cycle", "server request wait ms",
+                 "raw step ms", "raw between steps ms", "server step / raw step")
 
 
 def cycle_row(server: Run | None, raw: Run | None, concurrency: int) -> list[str] | None:
     """One step cycle (means over the median runs): the server's from its worker's own timers (/metrics),
-    raw's from its step loop. "between" is what the caller does from one step's end to the next one's start."""
+    raw's from its step loop. "between" is what the caller does from one step's end to the next one's start;
+    "request wait" how long the server's requests waited for the engine to take them."""
     if server is None or "cycle_step_ms" not in server.notes:
         return None
     step, between = server.notes["cycle_step_ms"], server.notes["cycle_between_ms"]
     share = between / (step + between)  # NaN when every step began a busy period (nothing between)
-    row = [str(concurrency), fmt(step, 2), fmt(between, 3), "-" if math.isnan(share) else f"{share:.1%}"]
+    row = [str(concurrency), fmt(step, 2), fmt(between, 3), "-" if math.isnan(share) else f"{share:.1%}",
+           fmt(server.notes.get("request_wait_ms"), 2)]
     if raw is None or "cycle_step_ms" not in raw.notes:
         return row + ["-", "-", "-"]
     return row + [fmt(raw.notes["cycle_step_ms"], 2), fmt(raw.notes["cycle_between_ms"], 3),
