@@ -64,9 +64,10 @@ ENGINE_STEP_GAP = Histogram(
     "from one step's end to the next one's start (reading the outputs, detokenizing, stop strings, messages)", _MODEL_VERSION,
     buckets=(0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
 ENGINE_REQUEST_WAIT = Histogram(
-    "ovms_engine_request_wait_seconds", "Time a generation request waited for the engine to take it, from the "
-    "server handing it to the worker until the worker added it between two steps (a request that arrives "
-    "while a step runs waits for that step's end)", _MODEL_VERSION,
+    "ovms_engine_request_wait_seconds", "Time a generated sequence waited for the engine to take it, from the "
+    "server handing it to the worker until the worker passed it to the pipeline between two steps (one that "
+    "arrives while a step runs waits for that step's end; the pipeline's own scheduler queue is not counted)",
+    _MODEL_VERSION,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 # From ContinuousBatchingPipeline.get_metrics(), sent by the worker process with its step messages.
 KV_CACHE_USAGE = Gauge("ovms_kv_cache_usage_perc", "Fraction of the KV cache in use (0 to 1) at the latest engine step",

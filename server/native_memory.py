@@ -39,29 +39,12 @@ def worker_environment(environment: dict[str, str]) -> dict[str, str]:
     return environment
 
 
-_TBBMALLOC_CLEAN_ALL_BUFFERS = 0  # ScalableAllocationCmd in tbb/scalable_allocator.h
-
-
 def return_freed_memory() -> None:
-    """After a model is released, hand what the allocators kept of it back to the OS so the process
-    shrinks. OpenVINO allocates through TBB's scalable allocator, which caches freed blocks for reuse:
-    with only glibc trimmed, about half of MiniLM's releases kept a 20 MB block resident until a later
-    load reused it. glibc keeps freed heap pages in its arenas."""
-    tbbmalloc = _tbbmalloc()
-    if tbbmalloc is not None:
-        tbbmalloc.scalable_allocation_command(_TBBMALLOC_CLEAN_ALL_BUFFERS, None)
+    """glibc keeps freed heap pages in its arenas; after a model is released, hand them back to the OS
+    so the process shrinks."""
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-def _tbbmalloc() -> Any:
-    """TBB's allocator as OpenVINO loaded it (from its own libs folder), or None before OpenVINO loaded
-    it or where it has none."""
-    try:
-        return ctypes.CDLL("libtbbmalloc.so.2", mode=os.RTLD_NOLOAD)
-    except (OSError, AttributeError):  # not loaded; no RTLD_NOLOAD off Linux
-        return None
 
 
 @functools.cache

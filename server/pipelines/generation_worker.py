@@ -21,7 +21,9 @@ figures, so the gauges do not keep showing the last busy step. timings are the (
 between_seconds, waits) of each step since the previous message (usually one): how long step() took, the
 worker's own time since the step before it (reading outputs, detokenizing, stop strings, messages), or
 None for a busy period's first step, and for each request added just before this step, how long it waited
-from the server's hand-off (a request that arrives while a step runs waits for that step's end). The
+from the server's hand-off until the worker passed it to the pipeline (a request that arrives while a step
+runs waits for that step's end; time in the pipeline's own scheduler queue is not in it). A step that fails
+or serves no request reports no waits. The
 server turns them into histograms: the worker's share of the time per token, measured where it is spent,
 and the part of the time to first token spent waiting for the engine. perf_counter is CLOCK_MONOTONIC on
 Linux, one clock for both processes.
@@ -229,7 +231,7 @@ class Worker:
             self._closing = True
 
     def _add(self, request_id: int, prompt_ids: list[int], params: dict, stops: list[str], include_stop: bool,
-             sent_at: float | None = None) -> None:
+             sent_at: float | None = None) -> None:  # sent_at None: not timed (tests that drive _add directly)
         try:
             handle = self._add_to_pipeline(prompt_ids, params)
         except Exception:
@@ -249,6 +251,7 @@ class Worker:
 
     def _step(self) -> None:
         serving = bool(self._active)  # else a step that only frees stopped or cancelled requests' blocks
+        waits, self._waits = tuple(self._waits), []  # this step's only: dropped if it fails or serves none
         started = self._clock()
         between = None if self._step_ended is None else started - self._step_ended
         try:
@@ -259,8 +262,7 @@ class Worker:
             return
         if serving:
             self._step_ended = self._clock()
-            self._timings.append((self._step_ended - started, between, tuple(self._waits)))
-            self._waits = []
+            self._timings.append((self._step_ended - started, between, waits))
         else:  # not counted, like the idle step of _settle
             self._step_ended = None
         self._failed_steps = 0

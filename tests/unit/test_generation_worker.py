@@ -371,3 +371,21 @@ def test_a_wait_that_the_clocks_put_below_zero_counts_as_zero() -> None:
     worker._handle(("add", 0, [1], {"max_new_tokens": 9}, [], False, clock.now + 1.0))
     worker._step()
     assert timings(conn)[0][0][2] == (0.0,)
+
+
+def test_waits_go_with_the_step_after_their_add_only() -> None:
+    """A request cancelled before any step ran, and one whose first step failed, report no wait later,
+    with some other step."""
+    clock, conn = Clock(), Connection()
+    first, second = TimedPipeline(clock), TimedPipeline(clock)
+    worker = gw.Worker(first, conn, rebuild=lambda: second, clock=clock)
+    worker._handle(("add", 0, [1], {"max_new_tokens": 9}, [], False, clock.now - 0.5))
+    worker._handle(("cancel", 0))  # the client hung up before the engine took its request in
+    worker._step()  # frees request 0: not a serving step
+    worker._handle(("add", 1, [1], {"max_new_tokens": 9}, [], False, clock.now - 0.25))
+    worker._step()
+    first.step_fails = True
+    worker._handle(("add", 2, [1], {"max_new_tokens": 9}, [], False, clock.now - 0.125))  # blamed, failed
+    worker._step()
+    worker._step()  # request 1 goes on in the rebuilt pipeline
+    assert [t[2] for batch in timings(conn) for t in batch] == [(pytest.approx(0.25),), ()]

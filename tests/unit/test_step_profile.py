@@ -46,10 +46,11 @@ def test_breakdown_counts_each_weight_shape_once_per_step(profile) -> None:
     expected = collections.Counter(shape for shape, _ in profile.fc_weights.values())
     assert {shape: count for shape, (_, count, _) in shapes.items()} == pytest.approx(dict(expected))
     for shape, (spent, count, size) in shapes.items():
-        assert spent > 0
+        # The plugin's times are whole microseconds: the tiny model's smallest FullyConnected may read 0.
+        assert spent >= 0
         per_op = [charged for s, charged in profile.fc_weights.values() if s == shape]
         assert size == pytest.approx(sum(per_op))
-    assert sum(spent for spent, _, _ in shapes.values()) <= sum(kinds.values())
+    assert 0 < sum(spent for spent, _, _ in shapes.values()) <= sum(kinds.values())
     assert profile.step_ms() > 0
 
 
