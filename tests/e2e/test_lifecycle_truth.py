@@ -149,12 +149,14 @@ def test_unload_answers_while_a_stream_drains_and_the_stream_finishes(server: Se
     server.wait_states("draining", {"1": "AVAILABLE"})
     (draining_worker,) = [p for p in server.worker_pids() if p not in known]
     client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
-    stream = client.chat.completions.create(model="draining", messages=HI, stream=True, max_tokens=200,
-                                            extra_body={"ignore_eos": True})
-    chunks = iter(stream)
-    next(chunks)
-    os.kill(draining_worker, signal.SIGSTOP)  # the stream cannot finish before the unload answers
+    # Stopped before the request (its first chunk, the role, comes from the server alone): the stream
+    # cannot finish before the unload answers.
+    os.kill(draining_worker, signal.SIGSTOP)
     try:
+        stream = client.chat.completions.create(model="draining", messages=HI, stream=True, max_tokens=200,
+                                                extra_body={"ignore_eos": True})
+        chunks = iter(stream)
+        next(chunks)
         started = time.monotonic()
         response = server.post("/v2/repository/models/draining/unload")
         assert response.status_code == 200

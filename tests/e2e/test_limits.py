@@ -338,19 +338,22 @@ def test_openai_client_sees_bad_request_not_server_error(client: OpenAI) -> None
 
 def test_unary_generation_running_past_sixty_seconds_completes(server: ServerProcess) -> None:
     """Sanic cut every response at 60 s with a 500. The request is made to outlast that for real: its
-    worker is paused (SIGSTOP) for 62 s mid-generation, well under the 120 s stall timeout."""
+    worker is paused (SIGSTOP) from before the request until 62 s after it, well under the 120 s stall
+    timeout (16 x 900 tiny-chat tokens take well under a second: a worker stopped after the request
+    started could finish them first)."""
     import os
     import signal
 
     body = {"model": CHAT, "messages": HI, "max_tokens": 900, "ignore_eos": True, "n": 16}
+    workers = server.worker_pids()
     with ThreadPoolExecutor(1) as pool:
-        started = time.monotonic()
-        future = pool.submit(requests.post, server.url("/v3/chat/completions"), json=body, timeout=300)
-        wait_for(lambda: active_generations(server, CHAT) > 0, timeout=30, what="generation running")
-        workers = server.worker_pids()
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         try:
+            started = time.monotonic()
+            future = pool.submit(requests.post, server.url("/v3/chat/completions"), json=body, timeout=300)
+            # counted by the server when it hands the sequences to the worker: no worker step needed
+            wait_for(lambda: active_generations(server, CHAT) > 0, timeout=30, what="generation admitted")
             time.sleep(62)  # the subject of the test: wall-clock time passing while the request is open
             assert not future.done() and active_generations(server, CHAT) > 0  # still generating at 60 s+
         finally:

@@ -35,7 +35,8 @@ def test_deleted_model_memory_is_released(empty_server: ServerProcess, models: P
         unloaded.append(server.rss_mb())
     print(f"baseline {baseline:.0f} MB, loaded {[round(x) for x in loaded]}, unloaded {[round(x) for x in unloaded]}")
     # Memory does not grow with each cycle: a leak of one model copy per cycle would add ~90 MB each time.
-    assert unloaded[-1] - unloaded[0] < 45, (loaded, unloaded)
+    # Each side is the least of two releases (one release can keep a 15-20 MB region for a while; see below).
+    assert min(unloaded[2:]) - min(unloaded[:2]) < 45, (loaded, unloaded)
     assert loaded[-1] - loaded[0] < 45, (loaded, unloaded)
 
 

@@ -120,9 +120,22 @@ def test_corrupt_version_fails_alone(server: ServerProcess, models: Path) -> Non
     assert index[("sentence-transformers/minilm", "1")]["state"] == "READY"
 
 
-def test_model_copied_slowly_file_by_file(server: ServerProcess, models: Path) -> None:
-    """Each file arrives 0.3 s after the previous one (settle is 0.5 s): the server must not try the
-    half-copied folder, and ends with the model AVAILABLE."""
+@pytest.fixture
+def patient_server(tmp_path: Path):
+    """A server of its own with a 2 s settle time: the test's writer thread may stall for up to 1.8 s on
+    a loaded machine without the pauses below reading as a finished copy (with the module server's
+    0.5 s, a 0.35 s stall was enough)."""
+    root = tmp_path / "repository"
+    root.mkdir()
+    process = ServerProcess(root, tmp_path / "server.log", settle=2.0, settle_max=10.0).start()
+    yield process
+    process.stop()
+
+
+def test_model_copied_slowly_file_by_file(patient_server: ServerProcess, models: Path) -> None:
+    """Each file arrives 0.3 s after the previous one, in two halves 0.15 s apart (settle is 2 s): the
+    server must not try the half-copied folder, and ends with the model AVAILABLE."""
+    server = patient_server
     source = models / "tiny-embed"
     target = server.repository / "slow"
     seen_states: set[str] = set()

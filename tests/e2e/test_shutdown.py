@@ -31,12 +31,18 @@ def _refuses_connections(port: int) -> bool:
 
 
 def _held_stream(server: ServerProcess, worker: int, max_tokens: int) -> Iterator:
-    """A chat stream past its first chunk whose worker is then SIGSTOPped: in flight until SIGCONT."""
+    """A chat stream past its first chunk, its worker SIGSTOPped before the request: in flight until
+    SIGCONT. The first chunk (the role) comes from the server before the worker sees the request; a
+    worker stopped only after it could finish a short stream first."""
     client = OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
-    chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=max_tokens,
-                                                 extra_body={"ignore_eos": True}))
-    next(chunks)
     os.kill(worker, signal.SIGSTOP)
+    try:
+        chunks = iter(client.chat.completions.create(model="chat", messages=HI, stream=True, max_tokens=max_tokens,
+                                                     extra_body={"ignore_eos": True}))
+        next(chunks)
+    except BaseException:
+        os.kill(worker, signal.SIGCONT)
+        raise
     return chunks
 
 

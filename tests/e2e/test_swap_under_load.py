@@ -3,6 +3,8 @@ new requests go to the new version, nothing fails."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -36,9 +38,12 @@ def test_swap_under_streaming_load(chat_server: ServerProcess) -> None:
     results: dict[int, tuple[str | None, int]] = {}
     errors: list[BaseException] = []
     first_chunk = threading.Barrier(9)
-    # Each client stops reading after its first chunk until the swap was seen: its stream (and its lease on
-    # version 1) is then certainly open during the swap, however fast tiny-chat generates on this machine.
-    swapped = threading.Event()
+    # Version 1's worker is stopped until the swap was seen, so its 8 streams (and their leases) are open
+    # during the swap however fast tiny-chat generates. (Clients that only paused reading did not hold
+    # them: the server wrote all 1000 tokens into the loopback socket buffers and finished.) Each stream's
+    # first chunk, the role, comes from the server before the worker sees the request.
+    (version_1_worker,) = server.worker_pids()
+    os.kill(version_1_worker, signal.SIGSTOP)
 
     def stream(i: int) -> None:
         try:
@@ -50,7 +55,6 @@ def test_swap_under_streaming_load(chat_server: ServerProcess) -> None:
                 if not started:
                     started = True
                     first_chunk.wait(timeout=30)
-                    assert swapped.wait(timeout=60)
                 if chunk.choices and chunk.choices[0].finish_reason:
                     finish = chunk.choices[0].finish_reason
                 if chunk.usage:
@@ -60,17 +64,19 @@ def test_swap_under_streaming_load(chat_server: ServerProcess) -> None:
             errors.append(exc)
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    first_chunk.wait(timeout=30)  # all 8 streams are running on version 1
+    try:
+        for thread in threads:
+            thread.start()
+        first_chunk.wait(timeout=30)  # all 8 streams are open on version 1
 
-    copy_model(server.repository / "chat" / "1", server.repository / "chat" / "2")
-    server.wait_states("chat", {"1": "UNLOADING", "2": "AVAILABLE"}, timeout=30)  # 1 drains the 8 streams
+        copy_model(server.repository / "chat" / "1", server.repository / "chat" / "2")
+        server.wait_states("chat", {"1": "UNLOADING", "2": "AVAILABLE"}, timeout=30)  # 1 drains the 8 streams
 
-    fresh = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
-    assert fresh.choices[0].message.content == REPLY
-    assert tokens_of_version(server, "2") > 0  # the new request ran on version 2
-    swapped.set()
+        fresh = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert fresh.choices[0].message.content == REPLY
+        assert tokens_of_version(server, "2") > 0  # the new request ran on version 2
+    finally:
+        os.kill(version_1_worker, signal.SIGCONT)
 
     for thread in threads:
         thread.join(timeout=120)

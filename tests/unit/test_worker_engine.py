@@ -102,23 +102,25 @@ def test_running_and_waiting_gauges_follow_the_pipelines_scheduler() -> None:
                 REGISTRY.get_sample_value("ovms_num_requests_waiting", labels))
 
     async def until(expected: tuple[float, float]) -> None:  # bounded poll: the worker reports after its steps
-        for _ in range(300):
+        for _ in range(3000):
             if load() == expected:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)
         raise AssertionError(f"running, waiting = {load()}, expected {expected}")
 
     async def scenario() -> None:
         reserved = subject.admit()  # admitted, not started
         assert load() == (0, 1)
-        short = {"max_new_tokens": 200, "ignore_eos": True}
-        running, queued = subject.generate([1, 2, 3], short), subject.generate([4, 5], LONG)
+        # (1, 2) needs one worker step after the second add and lasts while the first request runs: 3000
+        # tokens, about a second here (200 tokens ended within 51-105 ms, about when the first poll looked).
+        running = subject.generate([1, 2, 3], {"max_new_tokens": 3000, "ignore_eos": True})
+        queued = subject.generate([4, 5], LONG)
         await asyncio.wait_for(anext(running), 30)
         waiting_first = asyncio.ensure_future(anext(queued))  # the only sequence slot is taken
         await until((1, 2))  # one scheduled; one queued in the pipeline, one reservation
-        reserved.release()
+        reserved.release()  # counted by the server itself: no worker step needed
         await until((1, 1))
-        assert (await asyncio.wait_for(_last(running), 30)).finish_reason == "length"  # frees the slot
+        assert (await asyncio.wait_for(_last(running), 60)).finish_reason == "length"  # frees the slot
         assert (await asyncio.wait_for(waiting_first, 30)).token_ids
         await until((1, 0))
         await queued.aclose()
