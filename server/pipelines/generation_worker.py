@@ -23,10 +23,9 @@ worker's own time since the step before it (reading outputs, detokenizing, stop 
 None for a busy period's first step, and for each request added just before this step, how long it waited
 from the server's hand-off until the worker passed it to the pipeline (a request that arrives while a step
 runs waits for that step's end; time in the pipeline's own scheduler queue is not in it). A step that fails
-or serves no request reports no waits. The
-server turns them into histograms: the worker's share of the time per token, measured where it is spent,
-and the part of the time to first token spent waiting for the engine. perf_counter is CLOCK_MONOTONIC on
-Linux, one clock for both processes.
+or serves no request reports no waits. The server turns them into histograms: the worker's share of the
+time per token, measured where it is spent, and the part of the time to first token spent waiting for the
+engine. perf_counter is CLOCK_MONOTONIC on Linux, one clock for both processes.
 
 A failed step() leaves a ContinuousBatchingPipeline unusable for good (openvino-genai 2026.4: "already in
 scheduling phase"), and the usual cause is one request (a grammar xgrammar cannot compile fails in that
@@ -174,7 +173,7 @@ class Worker:
         self._clock = clock
         self._step_ended: float | None = None  # when the latest step() returned, while the worker stays busy
         self._timings: list[tuple[float, float | None, tuple[float, ...]]] = []  # steps not reported yet
-        self._waits: list[float] = []  # of the requests added since the latest timed step
+        self._waits: list[float] = []  # of the requests added since the latest step (see _step)
 
     def run(self) -> None:
         while not self._closing:

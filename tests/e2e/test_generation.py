@@ -214,11 +214,16 @@ async def test_sixteen_concurrent_streams(server: ServerProcess) -> None:
     await client.close()
 
 
-def active_generations(server: ServerProcess, model: str = MODEL) -> float:
+def model_gauge(server: ServerProcess, name: str, model: str = MODEL) -> float:
+    """A per-model gauge from /metrics (0 before the model's first value)."""
     for line in server.get("/metrics").text.splitlines():
-        if line.startswith("ovms_generation_requests_active{") and f'model="{model}"' in line:
+        if line.startswith(name + "{") and f'model="{model}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def active_generations(server: ServerProcess, model: str = MODEL) -> float:
+    return model_gauge(server, "ovms_generation_requests_active", model)
 
 
 def test_disconnect_mid_stream_frees_the_request(server: ServerProcess) -> None:
@@ -243,10 +248,7 @@ def test_disconnect_mid_stream_frees_the_request(server: ServerProcess) -> None:
 
 def engine_requests(server: ServerProcess, model: str = MODEL) -> float:
     """Requests the model's pipeline held at its latest step, as its worker reported."""
-    for line in server.get("/metrics").text.splitlines():
-        if line.startswith("ovms_engine_requests{") and f'model="{model}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return model_gauge(server, "ovms_engine_requests", model)
 
 
 def generated_tokens(server: ServerProcess) -> float:
