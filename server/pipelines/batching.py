@@ -1,7 +1,8 @@
 """Micro-batching: items from concurrent requests are gathered into one blocking pipeline call.
 
-Embedding and rerank pipelines are not thread-safe and run several times faster on a batch than
-item by item, so each loaded model owns one worker thread and one MicroBatcher. While a batch runs,
+Embedding and rerank pipelines run several times faster on a batch than item by item, so each loaded
+model owns one MicroBatcher, with one lane (thread) per batch that may run at once: one with OpenVINO's
+default LATENCY hint, two per inference stream with THROUGHPUT (lanes.py). While the lanes are busy,
 new items queue up and form the next batch; when the worker was idle, a short wait lets a lone
 request pick up company. After a batch, the next one waits up to REFILL_WAIT_S for as many requests
 as the batch answered (clients that send again right after an answer): without it, 8 such clients
@@ -79,7 +80,10 @@ class MicroBatcher(Generic[T, R]):
     def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, wait_s: float,
                  name: str, max_queued_items: int | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 refill_wait_s: float = REFILL_WAIT_S) -> None:
+                 refill_wait_s: float = REFILL_WAIT_S, lanes: int = 1) -> None:
+        """`run_batch` is called from `lanes` threads at once when lanes > 1: it must be thread-safe then."""
+        if lanes < 1:
+            raise ValueError("a batcher needs at least one lane")
         self._run_batch = run_batch
         self._name = name
         self._batch_size = metrics.BATCH_SIZE.labels(name)
@@ -89,22 +93,20 @@ class MicroBatcher(Generic[T, R]):
         self._max_queued = DEFAULT_MAX_QUEUED_ITEMS if max_queued_items is None else max_queued_items
         self._sleep = sleep  # injectable so tests can observe when the batcher waits
         self._refill_wait = refill_wait_s
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+        self._lanes = lanes
+        self._executor = ThreadPoolExecutor(lanes, thread_name_prefix=f"batch-{name}")
         self._queue: deque[_Job] = deque()  # requests with undispatched items, in round-robin order
         self._queued = 0  # undispatched items over all requests
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running: list[_Job] = []  # requests of the batch in the worker thread now
+        self._running: dict[asyncio.Task, list[_Job]] = {}  # requests of the batches in the lanes now
+        self._target, self._refill_until = 0, 0.0  # the refill the next batch waits for (see _run_lane)
         self._closed = False
 
     @property
     def queued_items(self) -> int:
         return self._queued
-
-    def call(self, fn: Callable[..., R], *args) -> "asyncio.Future[R]":
-        """Run other blocking work (e.g. a warm-up) on the same worker thread, never beside a batch."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Results in item order. Raises Overloaded without queuing anything when the queue is full,
@@ -145,9 +147,13 @@ class MicroBatcher(Generic[T, R]):
             job.future.set_exception(error)
 
     def _take(self) -> list[tuple[_Job, int]]:
-        """Next batch: one item from each waiting request in turn (each request's items in order)."""
+        """Next batch: one item from each waiting request in turn (each request's items in order), at
+        most a lane's share of the items known (queued and running): 32 closed-loop clients on 2 lanes
+        settle into batches of 16 taking turns rather than one of 31 and one of 1."""
         batch: list[tuple[_Job, int]] = []
-        while self._queue and len(batch) < self._max:
+        running = sum(len(jobs) for jobs in self._running.values())
+        limit = min(self._max, -(-(self._queued + running) // self._lanes))
+        while self._queue and len(batch) < limit:
             job = self._queue.popleft()
             batch.append((job, job.next))
             job.next += 1
@@ -160,11 +166,15 @@ class MicroBatcher(Generic[T, R]):
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        idle, target, refill_until = True, 0, 0.0
+        free = asyncio.Semaphore(self._lanes)
+        idle = True
         while True:
-            if self._queued < target:
-                await self._refill(target, refill_until)
-            if not self._queue:
+            await free.acquire()
+            while True:
+                if self._queued < self._target:
+                    await self._refill(self._target, self._refill_until)
+                if self._queue:
+                    break
                 idle = True
                 self._wake.clear()
                 await self._wake.wait()
@@ -174,23 +184,31 @@ class MicroBatcher(Generic[T, R]):
             idle = False
             batch = self._take()
             if not batch:
+                free.release()
                 continue
             self._batch_size.observe(len(batch))
             started = time.perf_counter()
             for job, _ in batch:  # one observation per item: how long it waited for this batch
                 self._queue_wait.observe(started - job.submitted)
-            self._running = [job for job, _ in batch]
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
-            except Exception as exc:  # the isolation itself broke: never leave a caller waiting
-                log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
-                outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
-            self._settle(batch, outcomes)
-            # Clients that send one request after another (the common closed loop) come back right
-            # after their answer: the next batch waits a moment for them, or a batch that ran beside a
-            # few queued items splits into one of those few and one of the returning rest, for good.
-            target = min(self._max, self._queued + len(_by_job(batch)))
-            refill_until = loop.time() + self._refill_wait
+            # The lane's task inherits the worker's empty context: it must not log a request's id either.
+            lane = loop.create_task(self._run_lane(batch))
+            self._running[lane] = [job for job, _ in batch]  # one entry per item
+            lane.add_done_callback(lambda task: (self._running.pop(task, None), free.release()))
+
+    async def _run_lane(self, batch: list[tuple[_Job, int]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
+        except Exception as exc:  # the isolation itself broke: never leave a caller waiting
+            log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
+            outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
+        self._settle(batch, outcomes)
+        # Clients that send one request after another (the common closed loop) come back right
+        # after their answer: the next batch waits a moment for them, or a batch that ran beside a
+        # few queued items splits into one of those few and one of the returning rest, for good.
+        self._target = min(self._max, self._queued + len(_by_job(batch)))
+        self._refill_until = loop.time() + self._refill_wait
+        self._wake.set()  # a dispatcher waiting idle for items now waits for this refill instead
 
     async def _refill(self, target: int, until: float) -> None:
         """Wait until `target` items are queued or the loop's clock reaches `until`."""
@@ -218,7 +236,9 @@ class MicroBatcher(Generic[T, R]):
 
     def _stop(self) -> None:
         self._worker.cancel()
-        for job in list(self._queue) + list(self._running):
+        for lane in list(self._running):
+            lane.cancel()
+        for job in list(self._queue) + [job for jobs in self._running.values() for job in jobs]:
             self._fail(job, ModelNotReady("This model version was unloaded while the request waited; retry"))
 
     # ---- worker thread: only reads jobs' (immutable) items, never touches futures

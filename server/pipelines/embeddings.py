@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import openvino_genai as ov_genai
 from server.pipelines import ir, shapes
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import MicroBatcher
+from server.pipelines.lanes import InferRequests
 from server.pipelines.settings import EmbeddingSettings, PipelineSpec
 from server.pipelines.tokenizers import SharedTokenizer
 
@@ -21,8 +23,8 @@ class EmbeddingRunner:
     """Tokenizer, IR and pooling of an embedding model, run directly with OpenVINO (not through
     TextEmbeddingPipeline) for two reasons: inputs are padded to a bounded set of shapes (see
     shapes.py; the pipeline's raw shapes grew the process without limit), and one tokenizer call gives
-    both the model's inputs and the token counts that usage reports. Not thread-safe: the batch thread
-    owns it."""
+    both the model's inputs and the token counts that usage reports. Thread-safe: the batcher's lanes
+    share it, one infer request each; its tokenizer takes one lane at a time (see tokenizers.py)."""
 
     def __init__(self, path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool, max_length: int) -> None:
         if pooling not in POOLINGS:
@@ -38,25 +40,29 @@ class EmbeddingRunner:
         outputs = {name for port in model.outputs for name in port.get_names()}
         self._compiled = ir.core().compile_model(model, spec.device, dict(spec.plugin_config))
         self._output = self._compiled.output("last_hidden_state" if "last_hidden_state" in outputs else 0)
-        self._request = self._compiled.create_infer_request()
+        self._requests = InferRequests(self._compiled)
+        self.lanes = self._requests.lanes
         self._tokenizer = ov_genai.Tokenizer(str(path))
+        self._tokenizer_lock = threading.Lock()
         pad = self._tokenizer.get_pad_token_id()
         self._pad = pad if pad >= 0 else 0
 
     def run(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(vector, untruncated token count) per text."""
-        encoded = self._tokenizer.encode(texts, max_length=self.max_length, truncation=True)
-        ids, mask = encoded.input_ids.data, encoded.attention_mask.data
-        counts = mask.sum(axis=1)
-        if ids.shape[1] >= self.max_length:  # some text may have been cut: count it whole
-            counts = self._tokenizer.encode(texts).attention_mask.data.sum(axis=1)
+        with self._tokenizer_lock:
+            encoded = self._tokenizer.encode(texts, max_length=self.max_length, truncation=True)
+            ids, mask = encoded.input_ids.data, encoded.attention_mask.data
+            counts = mask.sum(axis=1)
+            if ids.shape[1] >= self.max_length:  # some text may have been cut: count it whole
+                counts = self._tokenizer.encode(texts).attention_mask.data.sum(axis=1)
         inputs = {"input_ids": ids.astype(np.int64, copy=False), "attention_mask": mask.astype(np.int64, copy=False)}
         if "token_type_ids" in self._inputs:
             inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])
         if "position_ids" in self._inputs:
             inputs["position_ids"] = np.maximum(np.cumsum(inputs["attention_mask"], axis=1) - 1, 0)
         padded = shapes.pad_batch(inputs, pad_values={"input_ids": self._pad}, limit=self.max_length)
-        hidden = self._request.infer(padded)[self._output][: len(texts)]
+        with self._requests.borrow() as request:  # infer() copies its outputs: the request is free after
+            hidden = request.infer(padded)[self._output][: len(texts)]
         vectors = self._pool(hidden, mask.astype(np.float32, copy=False))
         return [(vector, int(count)) for vector, count in zip(vectors, counts)]
 
@@ -79,7 +85,7 @@ class EmbeddingRunner:
 
     def close(self) -> None:
         # Everything that holds the compiled model: the output port does too.
-        self._request = self._output = self._compiled = self._tokenizer = None
+        self._requests = self._output = self._compiled = self._tokenizer = None
 
 
 def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
@@ -118,7 +124,7 @@ class TextEmbedder:
         self.dimension = len(self._runner.run(["warm up"])[0][0])
         self.batcher: MicroBatcher[str, tuple[np.ndarray, int]] = MicroBatcher(
             self._embed_batch, max_batch_size=max_batch_size, wait_s=batch_wait_ms / 1000, name=name,
-            max_queued_items=max_queued_items)
+            max_queued_items=max_queued_items, lanes=self._runner.lanes)
 
     def _embed_batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         # Token counts come from the batch's tokenizer call, on the batch thread: counting per request

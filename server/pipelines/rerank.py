@@ -13,6 +13,7 @@ from server.pipelines import ir, shapes
 from server.pipelines.base import ModelMetadata
 from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
+from server.pipelines.lanes import InferRequests
 from server.pipelines.settings import PipelineSpec, RerankSettings
 from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
 
@@ -71,9 +72,9 @@ class CrossEncoderScorer:
         if "input_ids" not in self._input_names:
             raise ValueError("a cross-encoder needs an input_ids input")
         self._compiled = ir.core().compile_model(model, spec.device, dict(spec.plugin_config))
-        self._request = self._compiled.create_infer_request()  # used by the batch thread only
+        self._requests = InferRequests(self._compiled)  # one per lane of the batcher
         self.tokenizer = SharedTokenizer(path)  # request preparation (token counts), off the event loop
-        self._batch_tokenizer = ov_genai.Tokenizer(str(path))  # batch thread
+        self._batch_tokenizer = SharedTokenizer(path)  # the batcher's lanes, one at a time
         framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
         bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
         at = framed.index(bare[0])
@@ -84,7 +85,7 @@ class CrossEncoderScorer:
         self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
             self._score_batch, max_batch_size=settings.max_batch_size, wait_s=settings.batch_wait_ms / 1000,
-            name=name, max_queued_items=settings.max_queued_items)
+            name=name, max_queued_items=settings.max_queued_items, lanes=self._requests.lanes)
 
     def _score_batch(self, pairs: list[Pair]) -> list[float]:
         queries = _rows(self._batch_tokenizer, [q for q, _ in pairs])
@@ -105,7 +106,9 @@ class CrossEncoderScorer:
             token_types[i, : len(kinds)] = kinds
         inputs = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": token_types}
         inputs = {k: v for k, v in inputs.items() if k in self._input_names}
-        result = self._request.infer(shapes.pad_batch(inputs, pad_values={"input_ids": self._pad}, limit=self.max_length))
+        padded = shapes.pad_batch(inputs, pad_values={"input_ids": self._pad}, limit=self.max_length)
+        with self._requests.borrow() as request:  # infer() copies its outputs: the request is free after
+            result = request.infer(padded)
         logits = np.asarray(result[self._compiled.output(0)], dtype=np.float64)[: len(rows)].reshape(len(rows), -1)[:, 0]
         return [float(x) for x in 1.0 / (1.0 + np.exp(-logits))]
 
@@ -114,7 +117,7 @@ class CrossEncoderScorer:
 
     def close(self) -> None:
         self.batcher.close()
-        self._request = None
+        self._requests = None
         self._compiled = None
 
 

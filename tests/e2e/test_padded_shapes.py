@@ -30,6 +30,14 @@ class ShapeRecorder:
         return self._request.infer(inputs)
 
 
+def record_shapes(pool) -> ShapeRecorder:
+    """Wraps the only infer request of a runner's pool (one lane: OpenVINO's default LATENCY hint)."""
+    assert pool.lanes == 1
+    recorder = ShapeRecorder(pool._free.get())
+    pool._free.put(recorder)
+    return recorder
+
+
 def random_batches(count: int, *, seed: int) -> list[list[str]]:
     rng = random.Random(seed)
     return [[" ".join(rng.choices(WORDS, k=rng.randint(1, 60))) for _ in range(rng.randint(1, 32))]
@@ -71,7 +79,7 @@ def test_embedding_shapes_are_bounded(models: Path) -> None:
     path = models / "minilm" / "1"
     runner = EmbeddingRunner(path, PipelineSpec(task="embeddings", settings=EmbeddingSettings()),
                              pooling="mean", normalize=True, max_length=512)
-    recorder = runner._request = ShapeRecorder(runner._request)
+    recorder = record_shapes(runner._requests)
     batches = random_batches(150, seed=2)
     raw = set()
     tokenizer = ov_genai.Tokenizer(str(path))
@@ -89,7 +97,7 @@ def test_rerank_padding_changes_no_score(models: Path, monkeypatch: pytest.Monke
     path = models / "tiny-rerank" / "1"
     spec = PipelineSpec(task="rerank", settings=RerankSettings())
     scorer = CrossEncoderScorer(path, spec, "tiny-rerank:1")
-    recorder = scorer._request = ShapeRecorder(scorer._request)
+    recorder = record_shapes(scorer._requests)
     pairs = [("which fox", text) for text in random_batches(1, seed=3)[0][:9]]
     padded = scorer._score_batch(pairs)
     assert recorder.shapes[-1][0] == shapes.padded_rows(len(pairs))

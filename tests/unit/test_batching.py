@@ -380,3 +380,113 @@ async def test_a_wrong_result_count_found_while_isolating_is_an_engine_failure_n
     with pytest.raises(EngineFailure):
         await asyncio.wait_for(odd, TIMEOUT)
     batcher.close()
+
+
+class Gates:
+    """Holds every batch on its lane thread until the test opens them all; counts the batches inside."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Semaphore(0)
+        self.opened = threading.Event()
+        self.batches: list[list] = []
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def run(self, items: list) -> list:
+        with self._lock:
+            self.batches.append(list(items))
+            self.threads.add(threading.current_thread().name)
+        self.inside.release()
+        assert self.opened.wait(TIMEOUT)
+        return [item * 10 for item in items]
+
+    async def wait_inside(self, count: int) -> None:
+        for _ in range(count):
+            assert await asyncio.to_thread(self.inside.acquire, True, TIMEOUT)
+
+
+async def test_lanes_run_batches_at_once_each_a_share_of_the_known_items() -> None:
+    """8 requests queued together on 2 lanes: two batches of 4 run at the same time on two threads
+    (with one lane they would be one batch of 8), and every caller gets its own results."""
+    gates = Gates()
+    batcher = MicroBatcher(gates.run, max_batch_size=8, wait_s=0, name="t", lanes=2)
+    requests = [asyncio.create_task(batcher.submit([i])) for i in range(8)]
+    await gates.wait_inside(2)  # both batches are inside run() together: neither waited for the other
+    assert sorted(len(batch) for batch in gates.batches) == [4, 4]
+    assert len(gates.threads) == 2
+    gates.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(*requests), TIMEOUT) == [[i * 10] for i in range(8)]
+    batcher.close()
+
+
+async def test_a_free_lane_takes_a_lone_request_while_the_other_lane_is_busy() -> None:
+    gates = Gates()
+    batcher = MicroBatcher(gates.run, max_batch_size=8, wait_s=0, name="t", lanes=2)
+    first = asyncio.create_task(batcher.submit([1]))
+    await gates.wait_inside(1)
+    second = asyncio.create_task(batcher.submit([3]))
+    await gates.wait_inside(1)  # started beside the held batch
+    assert gates.batches == [[1], [3]]
+    gates.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), TIMEOUT) == [[10], [30]]
+    batcher.close()
+
+
+async def test_one_large_request_is_shared_by_the_lanes() -> None:
+    gates = Gates()
+    batcher = MicroBatcher(gates.run, max_batch_size=8, wait_s=0, name="t", lanes=2)
+    request = asyncio.create_task(batcher.submit(list(range(10))))
+    await gates.wait_inside(2)
+    assert gates.batches == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    gates.opened.set()
+    assert await asyncio.wait_for(request, TIMEOUT) == [i * 10 for i in range(10)]
+    batcher.close()
+
+
+async def test_all_lanes_busy_queues_the_rest_for_the_next_free_lane() -> None:
+    gates = Gates()
+    batcher = MicroBatcher(gates.run, max_batch_size=8, wait_s=0, name="t", lanes=2, refill_wait_s=0)
+    held = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
+    await gates.wait_inside(2)
+    later = asyncio.create_task(batcher.submit([3]))
+    await asyncio.sleep(0.05)  # a third lane would have started it by now; there is none
+    assert len(gates.batches) == 2
+    gates.opened.set()
+    assert await asyncio.wait_for(asyncio.gather(*held, later), TIMEOUT) == [[10], [20], [30]]
+    assert gates.batches[2] == [3]
+    batcher.close()
+
+
+async def test_closing_fails_the_requests_of_every_running_lane() -> None:
+    from server.errors import ModelNotReady
+
+    gates = Gates()
+    batcher = MicroBatcher(gates.run, max_batch_size=1, wait_s=0, name="t", lanes=2)
+    running = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
+    await gates.wait_inside(2)
+    closing = asyncio.create_task(asyncio.to_thread(batcher.close))
+    for task in running:
+        with pytest.raises(ModelNotReady):
+            await asyncio.wait_for(task, TIMEOUT)
+    gates.opened.set()
+    await asyncio.wait_for(closing, TIMEOUT)
+
+
+def test_a_batcher_needs_a_lane() -> None:
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda items: items, max_batch_size=1, wait_s=0, name="t", lanes=0)
+
+
+async def test_a_poisoned_item_fails_only_its_request_with_lanes() -> None:
+    def run(items: list[str]) -> list[str]:
+        if "poison" in items:
+            raise TypeError("incompatible function arguments")
+        return [item.upper() for item in items]
+
+    batcher = MicroBatcher(run, max_batch_size=16, wait_s=0, name="t", lanes=4)
+    good = [batcher.submit([f"a{i}", f"b{i}"]) for i in range(30)]
+    poisoned = batcher.submit(["fine", "poison", "more"])
+    results = await asyncio.wait_for(asyncio.gather(*good, poisoned, return_exceptions=True), TIMEOUT)
+    assert results[:30] == [[f"A{i}", f"B{i}"] for i in range(30)]
+    assert isinstance(results[30], ItemFailed) and results[30].index == 1
+    batcher.close()
