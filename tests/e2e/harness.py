@@ -48,6 +48,18 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
 
 
+def model_gauge(server: "ServerProcess", name: str, model: str) -> float:
+    """A per-model gauge from /metrics (0 before the model's first value)."""
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def active_generations(server: "ServerProcess", model: str) -> float:
+    return model_gauge(server, "ovms_generation_requests_active", model)
+
+
 def copy_model(source: Path, target: Path) -> Path:
     """Publish a model folder the documented safe way: copy to a hidden name, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import pytest
 import requests
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.harness import ServerProcess, wait_for
+from tests.e2e.harness import ServerProcess, active_generations, model_gauge, wait_for
 
 REPLY = "Hello! I am a tiny test model."
 MODEL = "tiny-chat"
@@ -214,28 +214,16 @@ async def test_sixteen_concurrent_streams(server: ServerProcess) -> None:
     await client.close()
 
 
-def model_gauge(server: ServerProcess, name: str, model: str = MODEL) -> float:
-    """A per-model gauge from /metrics (0 before the model's first value)."""
-    for line in server.get("/metrics").text.splitlines():
-        if line.startswith(name + "{") and f'model="{model}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def active_generations(server: ServerProcess, model: str = MODEL) -> float:
-    return model_gauge(server, "ovms_generation_requests_active", model)
-
-
 def test_disconnect_mid_stream_frees_the_request(server: ServerProcess) -> None:
     body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": 1000, "ignore_eos": True}
     response = requests.post(server.url("/v3/chat/completions"), json=body, stream=True, timeout=30)
     lines = response.iter_lines()
     for _ in range(3):
         next(lines)
-    assert active_generations(server) == 1
+    assert active_generations(server, MODEL) == 1
     response.close()  # the client goes away
     started = time.monotonic()
-    wait_for(lambda: active_generations(server) == 0, timeout=10, what="request cancelled")
+    wait_for(lambda: active_generations(server, MODEL) == 0, timeout=10, what="request cancelled")
     assert time.monotonic() - started < 5
     # The worker has taken the cancel and freed the request (its pipeline holds none); whatever it
     # generated before that came through the pipe first, in order, and is counted already.

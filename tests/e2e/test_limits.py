@@ -16,7 +16,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from tests.e2e.harness import ServerProcess, copy_model, wait_for
+from tests.e2e.harness import ServerProcess, active_generations, copy_model, wait_for
 
 CHAT = "tiny-chat"
 EMBED = "minilm"
@@ -229,13 +229,6 @@ def test_fractional_integer_is_400(server: ServerProcess) -> None:
 
 
 # ------------------------------------------------------------------ 7. deadlines
-
-
-def active_generations(server: ServerProcess, model: str) -> float:
-    for line in server.get("/metrics").text.splitlines():
-        if line.startswith(f'ovms_generation_requests_active{{model="{model}"'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_model_deadline_answers_504_and_cancels_the_engine_request(server: ServerProcess) -> None:
