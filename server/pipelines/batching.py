@@ -166,7 +166,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        free = asyncio.Semaphore(self._lanes)
+        free = asyncio.BoundedSemaphore(self._lanes)  # a release too many raises instead of adding a lane
         idle = True
         while True:
             await free.acquire()
@@ -175,7 +175,7 @@ class MicroBatcher(Generic[T, R]):
                     await self._refill(self._target, self._refill_until)
                 if self._queue:
                     break
-                idle = True
+                idle = not self._running  # a lane still runs: what comes next is not alone
                 self._wake.clear()
                 await self._wake.wait()
             # Only an idle worker waits for company: items that queued while a batch ran start at once.
@@ -183,6 +183,7 @@ class MicroBatcher(Generic[T, R]):
                 await self._sleep(self._wait)
             idle = False
             batch = self._take()
+            self._target = 0  # this batch took the refill's items: later ones do not wait for them again
             if not batch:
                 free.release()
                 continue
@@ -198,17 +199,23 @@ class MicroBatcher(Generic[T, R]):
     async def _run_lane(self, batch: list[tuple[_Job, int]]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
-        except Exception as exc:  # the isolation itself broke: never leave a caller waiting
-            log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
-            outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
-        self._settle(batch, outcomes)
-        # Clients that send one request after another (the common closed loop) come back right
-        # after their answer: the next batch waits a moment for them, or a batch that ran beside a
-        # few queued items splits into one of those few and one of the returning rest, for good.
-        self._target = min(self._max, self._queued + len(_by_job(batch)))
-        self._refill_until = loop.time() + self._refill_wait
-        self._wake.set()  # a dispatcher waiting idle for items now waits for this refill instead
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
+            except Exception as exc:  # the isolation itself broke: never leave a caller waiting
+                log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
+                outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
+            self._settle(batch, outcomes)
+        except Exception as exc:  # a bug in settling: fail this batch's callers rather than leave them waiting
+            log.error("batch_settle_failed", batcher=self._name, error=repr(exc)[:500])
+            for job in _by_job(batch):
+                self._fail(job, EngineFailure("The model failed to process the request; the error was logged"))
+        finally:
+            # Clients that send one request after another (the common closed loop) come back right
+            # after their answer: the next batch waits a moment for them, or a batch that ran beside a
+            # few queued items splits into one of those few and one of the returning rest, for good.
+            self._target = min(self._max, self._queued + len(_by_job(batch)))
+            self._refill_until = loop.time() + self._refill_wait
+            self._wake.set()  # a dispatcher waiting idle for items now waits for this refill instead
 
     async def _refill(self, target: int, until: float) -> None:
         """Wait until `target` items are queued or the loop's clock reaches `until`."""

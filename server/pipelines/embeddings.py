@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ class EmbeddingRunner:
     TextEmbeddingPipeline) for two reasons: inputs are padded to a bounded set of shapes (see
     shapes.py; the pipeline's raw shapes grew the process without limit), and one tokenizer call gives
     both the model's inputs and the token counts that usage reports. Thread-safe: the batcher's lanes
-    share it, one infer request each; its tokenizer takes one lane at a time (see tokenizers.py)."""
+    share it, one infer request each; its tokenizer serves one lane at a time (see tokenizers.py)."""
 
     def __init__(self, path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool, max_length: int) -> None:
         if pooling not in POOLINGS:
@@ -42,19 +41,17 @@ class EmbeddingRunner:
         self._output = self._compiled.output("last_hidden_state" if "last_hidden_state" in outputs else 0)
         self._requests = InferRequests(self._compiled)
         self.lanes = self._requests.lanes
-        self._tokenizer = ov_genai.Tokenizer(str(path))
-        self._tokenizer_lock = threading.Lock()
+        self._tokenizer = SharedTokenizer(path)  # the lanes', one call at a time
         pad = self._tokenizer.get_pad_token_id()
         self._pad = pad if pad >= 0 else 0
 
     def run(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(vector, untruncated token count) per text."""
-        with self._tokenizer_lock:
-            encoded = self._tokenizer.encode(texts, max_length=self.max_length, truncation=True)
-            ids, mask = encoded.input_ids.data, encoded.attention_mask.data
-            counts = mask.sum(axis=1)
-            if ids.shape[1] >= self.max_length:  # some text may have been cut: count it whole
-                counts = self._tokenizer.encode(texts).attention_mask.data.sum(axis=1)
+        encoded = self._tokenizer.encode(texts, max_length=self.max_length, truncation=True)
+        ids, mask = encoded.input_ids.data, encoded.attention_mask.data
+        counts = mask.sum(axis=1)
+        if ids.shape[1] >= self.max_length:  # some text may have been cut: count it whole
+            counts = self._tokenizer.encode(texts).attention_mask.data.sum(axis=1)
         inputs = {"input_ids": ids.astype(np.int64, copy=False), "attention_mask": mask.astype(np.int64, copy=False)}
         if "token_type_ids" in self._inputs:
             inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])
@@ -111,7 +108,7 @@ def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
 
 class TextEmbedder:
     """Embeds texts in micro-batches. `tokenizer` serves request preparation (token ids, vocabulary) on
-    worker threads off the event loop; the batch thread has a tokenizer of its own."""
+    worker threads off the event loop; the batcher's lanes share a tokenizer of their own (the runner's)."""
 
     def __init__(self, path: Path, spec: PipelineSpec, *, pooling: str, normalize: bool, max_length: int,
                  max_batch_size: int, batch_wait_ms: float, name: str, max_queued_items: int | None = None) -> None:
@@ -127,7 +124,7 @@ class TextEmbedder:
             max_queued_items=max_queued_items, lanes=self._runner.lanes)
 
     def _embed_batch(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
-        # Token counts come from the batch's tokenizer call, on the batch thread: counting per request
+        # Token counts come from the batch's tokenizer call, on the lane's thread: counting per request
         # on the event loop cost more than a millisecond of CPU each under load.
         return self._runner.run(texts)
 

@@ -23,11 +23,15 @@ MAX_LANES = 16  # a many-core THROUGHPUT hint may ask for more; each request hol
 
 
 def lane_count(compiled: ov.CompiledModel) -> int:
-    """1 for one stream (the LATENCY hint), else REQUESTS_PER_STREAM per stream, at most MAX_LANES."""
-    try:
-        streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    except (RuntimeError, TypeError, ValueError):  # a device that does not report it
-        streams = 1
+    """1 for one stream (the LATENCY hint), else REQUESTS_PER_STREAM per stream, at most MAX_LANES (so
+    beyond 8 streams some streams get one lane)."""
+    streams = 1
+    for name in ("NUM_STREAMS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):  # the CPU reports both, equal
+        try:
+            streams = int(compiled.get_property(name))
+            break
+        except (RuntimeError, TypeError, ValueError):  # a device that does not report this one
+            continue
     return 1 if streams <= 1 else min(REQUESTS_PER_STREAM * streams, MAX_LANES)
 
 

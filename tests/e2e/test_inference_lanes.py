@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -17,13 +18,15 @@ import pytest
 from openai import AsyncOpenAI
 
 from server.pipelines import ir
-from server.pipelines.embeddings import EmbeddingRunner
+from server.pipelines.embeddings import EmbeddingRunner, TextEmbedder
 from server.pipelines.lanes import lane_count
 from server.pipelines.rerank import CrossEncoderScorer
 from server.pipelines.settings import EmbeddingSettings, PipelineSpec, RerankSettings
 from tests.e2e.harness import ServerProcess, copy_model
 
 TIMEOUT = 30
+# The CPU plugin gives a model at most one stream per core: on one core NUM_STREAMS 2 is one stream.
+pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two inference streams need two cores")
 STREAMS = {"NUM_STREAMS": 2}
 SENTENCES = [f"sentence number {i} about {topic}" for i, topic in
              enumerate(["cats", "rain", "trains", "bread", "stars", "rivers", "music", "chess"] * 4)]
@@ -103,6 +106,25 @@ def test_cross_encoder_scores_on_two_streams_at_once(models: Path) -> None:
         thread.join(TIMEOUT)
     assert np.allclose(results[0] + results[1], single._score_batch(pairs), atol=5e-3)
     streamed.close()
+    single.close()
+
+
+async def test_the_embedder_batcher_runs_two_batches_on_two_streams_at_once(models: Path) -> None:
+    """Through the micro-batcher, as requests reach it: two requests of 16 texts become four batches on
+    four lanes, and two of them are inside infer() at the same time (one lane would never get there)."""
+    path = models / "minilm" / "1"
+    spec = PipelineSpec.from_mapping("embeddings", {"pooling": "mean"}, plugin_config=STREAMS)
+    embedder = TextEmbedder(path, spec, pooling="mean", normalize=True, max_length=512, max_batch_size=32,
+                            batch_wait_ms=0, name="minilm-streams:1")
+    assert embedder.batcher._lanes == 4
+    meet_in_pool(embedder._runner._requests, 2)
+    single = EmbeddingRunner(path, PipelineSpec.from_mapping("embeddings", {"pooling": "mean"}),
+                             pooling="mean", normalize=True, max_length=512)
+    (first, _), (second, _) = await asyncio.wait_for(
+        asyncio.gather(embedder.embed(SENTENCES[:16]), embedder.embed(SENTENCES[16:])), TIMEOUT)
+    reference = np.stack([vector for vector, _ in single.run(SENTENCES)])
+    assert ((np.stack(first + second) * reference).sum(axis=1)).min() > 0.9995
+    embedder.close()
     single.close()
 
 

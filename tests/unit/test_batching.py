@@ -437,7 +437,7 @@ async def test_one_large_request_is_shared_by_the_lanes() -> None:
     batcher = MicroBatcher(gates.run, max_batch_size=8, wait_s=0, name="t", lanes=2)
     request = asyncio.create_task(batcher.submit(list(range(10))))
     await gates.wait_inside(2)
-    assert gates.batches == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert sorted(gates.batches) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]  # either lane thread may note first
     gates.opened.set()
     assert await asyncio.wait_for(request, TIMEOUT) == [i * 10 for i in range(10)]
     batcher.close()
@@ -449,8 +449,9 @@ async def test_all_lanes_busy_queues_the_rest_for_the_next_free_lane() -> None:
     held = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
     await gates.wait_inside(2)
     later = asyncio.create_task(batcher.submit([3]))
-    await asyncio.sleep(0.05)  # a third lane would have started it by now; there is none
-    assert len(gates.batches) == 2
+    for _ in range(20):  # the dispatcher runs on this loop: a free lane would have taken it by now
+        await asyncio.sleep(0)
+    assert len(batcher._running) == 2 and batcher.queued_items == 1
     gates.opened.set()
     assert await asyncio.wait_for(asyncio.gather(*held, later), TIMEOUT) == [[10], [20], [30]]
     assert gates.batches[2] == [3]
@@ -489,4 +490,66 @@ async def test_a_poisoned_item_fails_only_its_request_with_lanes() -> None:
     results = await asyncio.wait_for(asyncio.gather(*good, poisoned, return_exceptions=True), TIMEOUT)
     assert results[:30] == [[f"A{i}", f"B{i}"] for i in range(30)]
     assert isinstance(results[30], ItemFailed) and results[30].index == 1
+    batcher.close()
+
+
+async def test_a_refilled_batch_does_not_hold_a_free_lane_waiting_for_its_items_again() -> None:
+    """Two batches of two finish; two of their callers come back as y1 and y2. y1 fills the refill
+    (a lane's share is one item here); y2, with a lane free, starts at once instead of waiting out
+    the refill for items that y1's batch already took."""
+    release, holding = threading.Event(), threading.Event()
+
+    def run(items: list[str]) -> list[str]:
+        if "hold" in items:
+            holding.set()
+        if any(item.startswith(("hold", "y")) for item in items):
+            assert release.wait(TIMEOUT)
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=8, wait_s=0, name="t", lanes=3, refill_wait_s=TIMEOUT)
+    held = asyncio.create_task(batcher.submit(["hold"]))
+    assert await asyncio.to_thread(holding.wait, TIMEOUT)
+    await asyncio.wait_for(asyncio.gather(*(batcher.submit([f"x{i}"]) for i in range(4))), TIMEOUT)
+    again = [asyncio.create_task(batcher.submit([name])) for name in ("y1", "y2")]
+    for _ in range(20):  # the dispatcher runs on this loop
+        await asyncio.sleep(0)
+    assert batcher.queued_items == 0 and len(batcher._running) == 3  # hold, y1 and y2 all run
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(held, *again), TIMEOUT) == [["hold"], ["y1"], ["y2"]]
+    batcher.close()
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_one_client_in_a_loop_waits_for_company_once_whatever_the_lanes(lanes: int) -> None:
+    sleeps = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    batcher = MicroBatcher(lambda items: items, max_batch_size=8, wait_s=0.01, name="t", sleep=sleep,
+                           lanes=lanes, refill_wait_s=TIMEOUT)
+    for i in range(20):
+        assert await asyncio.wait_for(batcher.submit([i]), TIMEOUT) == [i]
+    assert sleeps == [0.01]  # only the first request found the worker idle
+    batcher.close()
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_failure_while_settling_fails_the_batch_instead_of_leaving_it_waiting(
+        lanes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    batcher = MicroBatcher(lambda items: items, max_batch_size=8, wait_s=0, name="t", lanes=lanes)
+    settle = batcher._settle
+    calls = []
+
+    def broken_once(batch, outcomes):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in settling")
+        settle(batch, outcomes)
+
+    monkeypatch.setattr(batcher, "_settle", broken_once)
+    with capture_logs() as logs, pytest.raises(EngineFailure):
+        await asyncio.wait_for(batcher.submit(["a"]), TIMEOUT)
+    assert any(entry["event"] == "batch_settle_failed" for entry in logs)
+    assert await asyncio.wait_for(batcher.submit(["b"]), TIMEOUT) == ["b"]  # the batcher still serves
     batcher.close()
