@@ -12,13 +12,17 @@ Two modes, measured one after the other in the same run (never two at once: Open
           bound the server's micro-batching can reach. Also one sentence per call, as a reference.
 
 For each concurrency C, --requests requests in total are shared round-robin by C clients (client c sends
-requests c, c+C, ...); request i embeds SENTENCES[i % 64]. Per C: requests/s (= sentences/s), p50/p99
-latency (send -> whole response read), the server's micro-batch sizes (the ovms_batch_size histogram of
-GET /metrics, before/after) and the CPU time used by the server and by the benchmark's clients.
+requests c, c+C, ...); request i embeds SENTENCES[i % 64], or with --inputs K the K sentences
+SENTENCES[(i*K + j) % 64] (bulk indexing; raw then embeds batches of min(C*K, max_batch_size)). Per C:
+sentences/s (= requests/s with one input), p50/p99 latency (send -> whole response read), the server's
+micro-batch sizes (the ovms_batch_size histogram of GET /metrics, before/after) and the CPU time used by
+the server and by the benchmark's clients.
 
     .venv/bin/python tools/bench/embeddings.py
     .venv/bin/python tools/bench/embeddings.py --concurrency 32 --modes server \\
         --server-config '{"embeddings": {"batch_wait_ms": 5}}'
+    .venv/bin/python tools/bench/embeddings.py --inputs 64 --requests 64 --concurrency 1 2 \\
+        --server-config '{"plugin_config": {"PERFORMANCE_HINT": "THROUGHPUT"}}'
 """
 
 from __future__ import annotations
@@ -119,12 +123,22 @@ class EmbeddingsServer(ServerMode):
     period = len(SENTENCES)
     warmup_alone = len(SENTENCES)  # every sentence alone once
 
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(args, workdir)
+        if args.inputs > 1:
+            self.unit, self.rate_label = "sentences", "sentences/s"
+
     def body(self, i: int) -> dict:
-        return {"model": self.args.model_id, "input": sentence(i), "encoding_format": "float"}
+        k = self.args.inputs
+        texts = sentence(i) if k == 1 else [sentence(i * k + j) for j in range(k)]
+        return {"model": self.args.model_id, "input": texts, "encoding_format": "float"}
+
+    def items(self, requests: int) -> int:
+        return requests * self.args.inputs
 
     def check(self, i: int, response: dict) -> None:
         data = response["data"]
-        if len(data) != 1 or not data[0]["embedding"]:
+        if len(data) != self.args.inputs or not all(item["embedding"] for item in data):
             raise RuntimeError(f"unexpected response for request {i}: {data!r:.200}")
 
     def sample_values(self, response: dict) -> list[float]:
@@ -135,15 +149,19 @@ class EmbeddingsRaw(RawMode):
     """The same sentences in batches of min(C, max_batch_size), then one sentence per call as a reference."""
 
     def texts(self) -> list[str]:
-        return [sentence(i) for i in range(self.args.requests)]
+        return [sentence(i) for i in range(self.items_per_pass())]
+
+    def items_per_pass(self) -> int:
+        return self.args.requests * self.args.inputs
 
     def batch_size(self, concurrency: int, max_batch_size: int) -> int:
-        return min(concurrency, max_batch_size)
+        return min(concurrency * self.args.inputs, max_batch_size)
 
     def compare(self, pipeline, sample: dict[int, list[float]]) -> None:
         import numpy as np
 
-        vectors = pipeline.embed_documents([sentence(i) for i in sorted(sample)])
+        # the sample is each sampled request's first vector
+        vectors = pipeline.embed_documents([sentence(i * self.args.inputs) for i in sorted(sample)])
         diff = max(float(np.max(np.abs(np.asarray(v) - np.asarray(sample[i]))))
                    for i, v in zip(sorted(sample), vectors))
         print(f"[raw] max |server - raw| over {len(sample)} sentence vectors: {diff:.2e}", file=sys.stderr)
@@ -162,15 +180,18 @@ HEADERS = ("C", "server req/s", "server p50 ms", "server p99 ms", "server mean b
 
 def report(args: argparse.Namespace, server_runs: list[ServerRun], raw_runs: list[RawRun],
            single: RawRun | None) -> str:
-    intro = (f"\n{args.requests} single-sentence requests per C, shared round-robin by C clients; raw = the same "
-             f"sentences, batch min(C, max_batch_size={args.max_batch_size}), {args.raw_passes} pass(es)")
+    what = "single-sentence" if args.inputs == 1 else f"{args.inputs}-sentence"
+    intro = (f"\n{args.requests} {what} requests per C, shared round-robin by C clients; raw = the same "
+             f"sentences, batch min(C x {args.inputs}, max_batch_size={args.max_batch_size}), "
+             f"{args.raw_passes} pass(es)")
     raw_lines = [f"raw batch {run.batch_size}: {run.note}"
                  for run in [*raw_runs, *([single] if single else [])] if run.note]
     if single:
         raw_lines.append(f"raw one sentence per call (reference): {single.rate:.1f} sentences/s "
                          f"({single.calls} calls in {single.wall:.2f}s)")
     footer = [f"\nRaw, one sentence per call: {fmt(single.rate)} sentences/s."] if single else []
-    return comparison_report(intro, HEADERS, server_runs, raw_runs, args.concurrency, raw_lines=raw_lines,
+    headers = HEADERS if args.inputs == 1 else ("C", "server sentences/s", *HEADERS[2:])
+    return comparison_report(intro, headers, server_runs, raw_runs, args.concurrency, raw_lines=raw_lines,
                              footer=footer, round_ratios=args.round_ratios)
 
 
@@ -181,7 +202,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser, args = parse_comparison_args(
         argv, doc=__doc__, task=TASK, default_model_dir=DEFAULT_MODEL_DIR, requests=512,
         model_help="model folder with config.json and version folders (the demo all-MiniLM-L6-v2)",
-        raw_passes_work="embeds the --requests sentences")
+        raw_passes_work="embeds the --requests requests' sentences",
+        task_options=lambda parser: parser.add_argument("--inputs", type=int, default=1,
+                                                        help="sentences per request, K (1)"),
+        task_valid=lambda args: 1 <= args.inputs <= 2048, task_limits=", --inputs 1 to 2048")
     if args.config_document.get("task") != TASK:
         parser.error(f"{args.model_dir} is not an {TASK} model (config.json task: {args.config_document.get('task')})")
     args.max_batch_size = served_config(args, parser).pipeline.settings.max_batch_size
@@ -189,7 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_comparison(parse_args(argv), task=TASK, request="one sentence, encoding_format float",
+    args = parse_args(argv)
+    request = "one sentence" if args.inputs == 1 else f"{args.inputs} sentences"
+    return run_comparison(args, task=TASK, request=f"{request}, encoding_format float",
                           server_mode=EmbeddingsServer, raw_mode=EmbeddingsRaw, report=report)
 
 
