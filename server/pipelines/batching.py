@@ -202,8 +202,12 @@ class MicroBatcher(Generic[T, R]):
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._execute, batch)
             except Exception as exc:  # the isolation itself broke: never leave a caller waiting
-                log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
-                outcomes = {job: EngineFailure("The model failed to process the request") for job, _ in batch}
+                if self._closed:  # close() shut the lanes down before _stop reached this loop: retryable
+                    error: Exception = ModelNotReady("This model version was unloaded while the request waited; retry")
+                else:
+                    log.error("batch_crashed", batcher=self._name, error=repr(exc)[:500])
+                    error = EngineFailure("The model failed to process the request")
+                outcomes = {job: error for job, _ in batch}
             self._settle(batch, outcomes)
         except Exception as exc:  # a bug in settling: fail this batch's callers rather than leave them waiting
             log.error("batch_settle_failed", batcher=self._name, error=repr(exc)[:500])

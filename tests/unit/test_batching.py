@@ -553,3 +553,28 @@ async def test_a_failure_while_settling_fails_the_batch_instead_of_leaving_it_wa
     assert any(entry["event"] == "batch_settle_failed" for entry in logs)
     assert await asyncio.wait_for(batcher.submit(["b"]), TIMEOUT) == ["b"]  # the batcher still serves
     batcher.close()
+
+
+async def test_a_batch_dispatched_after_the_lanes_shut_down_is_retryable_not_an_engine_failure() -> None:
+    """close() shuts the executor down from another thread before its _stop reaches the event loop; a
+    batch dispatched in between gets ModelNotReady (retry), as the requests _stop fails do."""
+    from server.errors import ModelNotReady
+
+    gate = Gate()
+
+    def run(items: list[str]) -> list[str]:
+        gate.hold()
+        return items
+
+    batcher = MicroBatcher(run, max_batch_size=1, wait_s=0, name="t")
+    first = asyncio.create_task(batcher.submit(["a"]))
+    await gate.wait_started()
+    queued = asyncio.create_task(batcher.submit(["b"]))
+    await asyncio.sleep(0)
+    batcher._closed = True  # what close() does first; its _stop has not run yet
+    batcher._executor.shutdown(wait=False)
+    gate.opened.set()
+    assert await asyncio.wait_for(first, TIMEOUT) == ["a"]
+    with pytest.raises(ModelNotReady):
+        await asyncio.wait_for(queued, TIMEOUT)
+    batcher.close()
