@@ -60,6 +60,15 @@ def active_generations(server: "ServerProcess", model: str) -> float:
     return model_gauge(server, "ovms_generation_requests_active", model)
 
 
+def copy_model_with_config(source: Path, target: Path, config: dict) -> Path:
+    """Publish a copy of `source` with its own config.json: staged beside `target`, then renamed in."""
+    staging = target.parent / f".{target.name}"
+    shutil.copytree(source, staging)
+    (staging / "config.json").write_text(json.dumps(config))
+    staging.rename(target)
+    return target
+
+
 def copy_model(source: Path, target: Path) -> Path:
     """Publish a model folder the documented safe way: copy to a hidden name, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)

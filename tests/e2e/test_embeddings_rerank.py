@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import shutil
 from pathlib import Path
 
 import cohere
@@ -16,7 +14,7 @@ import pytest
 import requests
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.harness import ServerProcess, copy_model
+from tests.e2e.harness import ServerProcess, copy_model, copy_model_with_config
 
 COSINE_RERANK = {"task": "rerank", "rerank": {"scoring": "embeddings_cosine", "pooling": "mean"}}
 
@@ -34,11 +32,7 @@ def server(models: Path, tmp_path_factory: pytest.TempPathFactory):
         ("minilm-ids", {"task": "embeddings", "embeddings": {"pooling": "mean", "token_ids": "model"}}),
         ("tiny-rerank-small", {"task": "rerank", "rerank": {"max_documents": 3, "max_query_tokens": 8}}),
     ):
-        source = models / ("tiny-rerank" if name.startswith("tiny") else "minilm")
-        staging = root / f".{name}"
-        shutil.copytree(source, staging)
-        (staging / "config.json").write_text(json.dumps(config))
-        staging.rename(root / name)
+        copy_model_with_config(models / ("tiny-rerank" if name.startswith("tiny") else "minilm"), root / name, config)
     process = ServerProcess(root, root.parent / "server.log").start()
     yield process
     process.stop()

@@ -5,9 +5,7 @@ keeps one. Before lanes, such a model ran one batch at a time on one stream: hal
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from server.pipelines.embeddings import EmbeddingRunner, TextEmbedder
 from server.pipelines.lanes import lane_count
 from server.pipelines.rerank import CrossEncoderScorer
 from server.pipelines.settings import EmbeddingSettings, PipelineSpec, RerankSettings
-from tests.e2e.harness import ServerProcess, copy_model
+from tests.e2e.harness import ServerProcess, copy_model, copy_model_with_config
 
 TIMEOUT = 30
 # The CPU plugin gives a model at most one stream per core: on one core NUM_STREAMS 2 is one stream.
@@ -137,10 +135,7 @@ def server(models: Path, tmp_path_factory: pytest.TempPathFactory):
         ("minilm-streams", "minilm", {"task": "embeddings", "embeddings": {"pooling": "mean"}, "plugin_config": STREAMS}),
         ("tiny-rerank-streams", "tiny-rerank", {"task": "rerank", "plugin_config": {"PERFORMANCE_HINT": "THROUGHPUT"}}),
     ):
-        staging = root / f".{name}"
-        shutil.copytree(models / source, staging)
-        (staging / "config.json").write_text(json.dumps(config))
-        staging.rename(root / name)
+        copy_model_with_config(models / source, root / name, config)
     process = ServerProcess(root, root.parent / "server.log").start()
     yield process
     process.stop()

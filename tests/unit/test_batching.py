@@ -334,9 +334,8 @@ async def test_token_ids_are_joined_off_the_event_loop() -> None:
     embedder.batcher.close()
 
 
-async def test_closing_fails_waiting_and_running_requests_instead_of_leaving_them_hanging() -> None:
-    from server.errors import ModelNotReady
-
+async def one_running_one_queued() -> tuple[Gate, MicroBatcher, asyncio.Task, asyncio.Task]:
+    """A batcher of one-item batches: request "a" held in its lane by the gate, "b" queued behind it."""
     gate = Gate()
 
     def run(items: list[str]) -> list[str]:
@@ -348,6 +347,13 @@ async def test_closing_fails_waiting_and_running_requests_instead_of_leaving_the
     await gate.wait_started()
     waiting = asyncio.create_task(batcher.submit(["b"]))
     await asyncio.sleep(0)  # let it enqueue
+    return gate, batcher, running, waiting
+
+
+async def test_closing_fails_waiting_and_running_requests_instead_of_leaving_them_hanging() -> None:
+    from server.errors import ModelNotReady
+
+    gate, batcher, running, waiting = await one_running_one_queued()
     closing = asyncio.create_task(asyncio.to_thread(batcher.close))  # a drain timeout: requests remain
     for task in (running, waiting):
         with pytest.raises(ModelNotReady):
@@ -560,17 +566,7 @@ async def test_a_batch_dispatched_after_the_lanes_shut_down_is_retryable_not_an_
     batch dispatched in between gets ModelNotReady (retry), as the requests _stop fails do."""
     from server.errors import ModelNotReady
 
-    gate = Gate()
-
-    def run(items: list[str]) -> list[str]:
-        gate.hold()
-        return items
-
-    batcher = MicroBatcher(run, max_batch_size=1, wait_s=0, name="t")
-    first = asyncio.create_task(batcher.submit(["a"]))
-    await gate.wait_started()
-    queued = asyncio.create_task(batcher.submit(["b"]))
-    await asyncio.sleep(0)
+    gate, batcher, first, queued = await one_running_one_queued()
     batcher._closed = True  # what close() does first; its _stop has not run yet
     batcher._executor.shutdown(wait=False)
     gate.opened.set()
