@@ -10,7 +10,7 @@ from types import ModuleType
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench"
 # The tools import these siblings by bare name; popped after, they cannot shadow another test's imports.
-SIBLINGS = ("common", "models", "modelbuild")
+SIBLINGS = ("common", "models", "modelbuild", "generation")
 
 
 def bench_module(file_name: str) -> Iterator[ModuleType]:

@@ -389,15 +389,18 @@ class _Prompts:
         self.warmup = encode(WARMUP_PROMPT)
 
 
-def _generation_config(defaults, max_new_tokens: int, settings=None):
+def _generation_config(defaults, max_new_tokens: int, settings=None, assistant_tokens: int | None = None):
     """What the server builds for temperature 0 + ignore_eos (services/generation_plan.py), through the
-    server's own build_config; with the model's prompt-lookup fields when its settings turn it on."""
+    server's own build_config; with the model's prompt-lookup fields when its settings turn it on, or
+    `assistant_tokens` per step for a draft model (variants.py's speculative decoding)."""
     from server.pipelines.sampling import build_config
 
     params = {"eos_token_id": defaults.eos_token_id, "stop_token_ids": list(defaults.stop_token_ids),
               "max_new_tokens": max_new_tokens, "ignore_eos": True}  # no do_sample: greedy
     if settings is not None and settings.prompt_lookup:
         params.update(num_assistant_tokens=settings.num_assistant_tokens, max_ngram_size=settings.max_ngram_size)
+    if assistant_tokens is not None:
+        params["num_assistant_tokens"] = assistant_tokens
     return build_config(params)
 
 
@@ -412,10 +415,14 @@ class RawMode:
         args = self.args
         spec = served_settings(args.model_dir)
         settings = dataclasses.asdict(spec.settings)
+        properties = engine_properties(settings, dict(spec.plugin_config))
+        draft = getattr(args, "draft_dir", None)  # variants.py: speculative decoding with this draft model
+        assistant_tokens = args.assistant_tokens if draft else None
+        if draft:
+            properties["draft_model"] = ov_genai.draft_model(str(draft), spec.device)
         t0 = time.perf_counter()
         pipeline = ov_genai.ContinuousBatchingPipeline(
-            str(args.version_dir), scheduler_config(settings), spec.device,
-            engine_properties(settings, dict(spec.plugin_config)))
+            str(args.version_dir), scheduler_config(settings), spec.device, properties)
         print(f"[raw] ContinuousBatchingPipeline loaded in {time.perf_counter() - t0:.1f}s "
               f"({spec.device}, scheduler {self._describe(settings)}, "
               f"properties {dict(spec.plugin_config)})", file=sys.stderr)
@@ -423,10 +430,10 @@ class RawMode:
             self._ids = itertools.count()
             prompts = _Prompts(pipeline.get_tokenizer())
             defaults = pipeline.get_config()
-            warmup = _generation_config(defaults, WARMUP_TOKENS, spec.settings)
+            warmup = _generation_config(defaults, WARMUP_TOKENS, spec.settings, assistant_tokens)
             self._drive(pipeline, [deque([prompts.warmup])], warmup, [])
             self._drive(pipeline, [deque([tensor]) for tensor in prompts.tensors], warmup, [])
-            config_tokens = _generation_config(defaults, args.max_tokens, spec.settings)
+            config_tokens = _generation_config(defaults, args.max_tokens, spec.settings, assistant_tokens)
 
             def measure(concurrency: int) -> Run:
                 queues = [deque(prompt_index(c, r, args.requests_per_client) for r in range(args.requests_per_client))

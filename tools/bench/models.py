@@ -6,6 +6,10 @@
   smollm2-int4   ... int4 weights (asymmetric, group size 64; embeddings stay int8)
   smollm2-int4-g32  ... int4 weights, group size 32 (the GGUF's own group size)
   smollm2-fp16   ... fp16 weights
+  smollm2-draft-2-int4 / smollm2-draft-8-int8
+                 draft models for speculative decoding of the demo model, made from SmolLM2 itself: its
+                 first 2 (or 8) of 30 decoder layers, its final norm and its (tied) head, exported with
+                 int4 (or int8) weights (no small sibling of SmolLM2-135M exists offline)
   llama1b-q8_0   a Llama model of 1.07 B parameters (hidden 2048, 16 layers, 32 heads / 8 KV heads, FFN
                  8192, SmolLM2's 49152-token vocabulary, tied embeddings: Llama 3.2 1B's shape with a
                  smaller vocabulary) with random weights, written as a Q8_0 GGUF by the `gguf` package
@@ -153,6 +157,30 @@ def smollm2_export(name: str, weight_format: str, *extra: str) -> Callable[[], P
     return make
 
 
+def smollm2_draft(name: str, layers: int, weight_format: str, *extra: str) -> Callable[[], Path]:
+    """SmolLM2 cut to its first `layers` decoder layers: a draft that shares the target's vocabulary,
+    embeddings and head, and agrees with it as far as its early layers predict the next token."""
+    def make() -> Path:
+        def build(folder: Path) -> None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            source = smollm2_hf()
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            model.model.layers = model.model.layers[:layers]
+            model.config.num_hidden_layers = layers
+            if getattr(model.config, "layer_types", None):
+                model.config.layer_types = model.config.layer_types[:layers]
+            with tempfile.TemporaryDirectory(dir=folder) as cut:
+                model.save_pretrained(cut)
+                optimum_export(Path(cut), folder / "1", weight_format, *extra)
+            write_server_config(folder)
+
+        return _cached(name, {"from": "smollm2-hf", "layers": layers, "weight_format": weight_format,
+                              "extra": list(extra)}, build)
+    return make
+
+
 # ---------------------------------------------------------------------------- the 1B Llama
 
 
@@ -282,6 +310,11 @@ MODELS = {m.name: m for m in (
     BenchModel("smollm2-int4-g32", smollm2_export("smollm2-int4-g32", "int4", "--group-size", "32", "--ratio", "1.0"),
                "SmolLM2-135M, optimum int4 g32"),
     BenchModel("smollm2-fp16", smollm2_export("smollm2-fp16", "fp16"), "SmolLM2-135M, optimum fp16"),
+    BenchModel("smollm2-draft-2-int4",
+               smollm2_draft("smollm2-draft-2-int4", 2, "int4", "--group-size", "64", "--ratio", "1.0"),
+               "SmolLM2's first 2 of 30 layers, optimum int4 g64: a speculative-decoding draft"),
+    BenchModel("smollm2-draft-8-int8", smollm2_draft("smollm2-draft-8-int8", 8, "int8"),
+               "SmolLM2's first 8 of 30 layers, optimum int8: a speculative-decoding draft"),
     BenchModel("llama1b-q8_0", llama1b_gguf("llama1b-q8_0", "Q8_0"), "1B random Llama, GGUF Q8_0 through the reader"),
     BenchModel("llama1b-q4_0", llama1b_gguf("llama1b-q4_0", "Q4_0"), "1B random Llama, GGUF Q4_0 through the reader"),
     BenchModel("llama1b-int8", llama1b_export("llama1b-int8", "int8"), "1B random Llama, optimum int8"),

@@ -5,8 +5,10 @@ Each variant is a benchmark model of tools/bench/models.py (a weight format) plu
 config.json (OpenVINO properties, scheduler settings) or another engine: "stateful" is one LLMPipeline
 (the stateful, non-paged path) instead of the continuous-batching pipeline. Every variant is measured in
 process, the way generation.py's raw and naive modes measure (same prompts, greedy, ignore_eos, tokens
-read per step), in --rounds alternating rounds; the report gives each variant's median tokens/s and TTFT
-and its ratio to the first variant measured in the same round.
+read per step), in --rounds alternating rounds; the report gives each variant's median tokens/s and TTFT,
+its ratio to the first variant measured in the same round, and its tokens per engine step. The draft-*
+variants decode speculatively with a draft model of models.py (GenAI's draft_model property): the
+server does not offer that (README), and these variants are the measurements behind that decision.
 
     .venv/bin/python tools/bench/variants.py --model smollm2-q4_1
     .venv/bin/python tools/bench/variants.py --model llama1b-q8_0 --variants default kv-f16 --concurrency 1 8
@@ -40,6 +42,8 @@ class Variant:
     plugin_config: dict = field(default_factory=dict)
     text_generation: dict = field(default_factory=dict)
     engine: str = "raw"  # raw: ContinuousBatchingPipeline; naive: LLMPipeline (C = 1 only)
+    draft: str | None = None  # a benchmark model that drafts for speculative decoding (raw engine only)
+    assistant_tokens: int = 5  # with a draft: tokens it proposes per step
 
 
 VARIANTS = {v.name: v for v in (
@@ -60,6 +64,15 @@ VARIANTS = {v.name: v for v in (
     Variant("prompt-lookup", "prompt-lookup decoding, 5 tokens per step, 3-grams",
             text_generation={"prompt_lookup": True}),
     Variant("stateful", "one stateful LLMPipeline instead of continuous batching", engine="naive"),
+    # Speculative decoding: the server does not offer it (README), but the engine's figures are here.
+    Variant("draft-2", "speculative decoding, draft smollm2-draft-2-int4, 2 tokens per step",
+            draft="smollm2-draft-2-int4", assistant_tokens=2),
+    Variant("draft-2-k4", "speculative decoding, draft smollm2-draft-2-int4, 4 tokens per step",
+            draft="smollm2-draft-2-int4", assistant_tokens=4),
+    Variant("draft-8", "speculative decoding, draft smollm2-draft-8-int8, 3 tokens per step",
+            draft="smollm2-draft-8-int8", assistant_tokens=3),
+    Variant("draft-int8", "speculative decoding, draft smollm2-int8 (the whole model: it almost always agrees), 3 tokens per step",
+            draft="smollm2-int8", assistant_tokens=3),
     # The single-setting winners together, to see whether their gains add up on one stream.
     Variant("pinning-latency", "ENABLE_CPU_PINNING true and PERFORMANCE_HINT LATENCY",
             {"ENABLE_CPU_PINNING": True, "PERFORMANCE_HINT": "LATENCY"}),
@@ -87,7 +100,8 @@ def measure(format_name: str, variant: Variant, args: argparse.Namespace, workdi
     run_args = argparse.Namespace(
         model_dir=folder, version_dir=folder / "1", max_tokens=args.max_tokens,
         requests_per_client=args.requests_per_client, idle_wait=args.idle_wait, retries=args.retries, breakdown=False,
-        concurrency=[1] if variant.engine == "naive" else args.concurrency)
+        concurrency=[1] if variant.engine == "naive" else args.concurrency,
+        draft_dir=model_dir(variant.draft) / "1" if variant.draft else None, assistant_tokens=variant.assistant_tokens)
     mode = NaiveMode(run_args) if variant.engine == "naive" else RawMode(run_args)
     try:
         return mode.run_all()
@@ -135,10 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def tokens_per_step(runs: list[Run]) -> str:
+    """Median over runs of completion tokens per engine step (prompt steps included): about 1 at C = 1
+    without a draft, up to 1 + the proposed tokens when a draft's or the prompt's proposals are accepted."""
+    ratios = [run.tokens / run.notes["cycle_steps"] for run in runs if run.notes.get("cycle_steps")]
+    return f"{statistics.median(ratios):.2f}" if ratios else "-"
+
+
 def report(cells: list[tuple[str, Variant]], results: dict, args: argparse.Namespace) -> str:
     base_format, base_variant = cells[0]
     header = ["C", "model", "variant", "tok/s (median)", "vs baseline (median of rounds)", "by round",
-              "TTFT p50 ms", "ITL p50 ms"]
+              "TTFT p50 ms", "ITL p50 ms", "tokens per step"]
     rows = []
     for concurrency in args.concurrency:
         base = results.get((base_format, base_variant.name, concurrency), [])
@@ -154,6 +175,7 @@ def report(cells: list[tuple[str, Variant]], results: dict, args: argparse.Names
                 ", ".join(f"{r:.2f}" for r in ratios),
                 f"{statistics.median(r.ttft_ms(50) for r in runs):.1f}",
                 f"{statistics.median(r.itl_ms(50) for r in runs):.2f}",
+                tokens_per_step(runs),
             ])
     described = {variant.name: variant.about for _, variant in cells}
     about = "\n".join(f"  {name}: {text}" for name, text in described.items())
