@@ -4,8 +4,6 @@ row puts the two side by side."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from tests.unit.bench_modules import bench_module
@@ -42,18 +40,3 @@ def test_a_cycle_with_nothing_between_steps_shows_a_dash(generation) -> None:
     lone = generation.Run("server", 1, 1.0, [], {"cycle_step_ms": 10.0, "cycle_between_ms": float("nan"),
                                                  "cycle_steps": 1})
     assert generation.cycle_row(lone, None, 1)[2:5] == ["-", "-", "-"]  # (nor a request-wait figure)
-
-
-@pytest.fixture(scope="module")
-def variants():
-    yield from bench_module("variants.py")
-
-
-def test_tokens_per_step_shows_how_many_proposed_tokens_the_engine_accepted(variants) -> None:
-    def run(tokens: int, steps: int | None) -> object:
-        notes = {} if steps is None else {"cycle_steps": steps}
-        return variants.Run("raw", 1, 1.0, [SimpleNamespace(completion_tokens=tokens)], notes)
-
-    assert variants.tokens_per_step([run(128, 128), run(128, 64), run(128, 40)]) == "2.00"  # the median run
-    # a mode that does not time its steps (the stateful pipeline) gives a dash, not a made-up figure
-    assert variants.tokens_per_step([run(128, None)]) == "-"

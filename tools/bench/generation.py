@@ -416,16 +416,18 @@ class RawMode:
         spec = served_settings(args.model_dir)
         settings = dataclasses.asdict(spec.settings)
         properties = engine_properties(settings, dict(spec.plugin_config))
-        draft = getattr(args, "draft_dir", None)  # variants.py: speculative decoding with this draft model
-        assistant_tokens = args.assistant_tokens if draft else None
+        # variants.py's speculative decoding: a draft model (with the target's properties) proposing tokens
+        draft = getattr(args, "draft_dir", None)
+        assistant_tokens = getattr(args, "assistant_tokens", None) if draft else None
         if draft:
-            properties["draft_model"] = ov_genai.draft_model(str(draft), spec.device)
+            properties["draft_model"] = ov_genai.draft_model(str(draft), spec.device, **spec.plugin_config)
         t0 = time.perf_counter()
         pipeline = ov_genai.ContinuousBatchingPipeline(
             str(args.version_dir), scheduler_config(settings), spec.device, properties)
         print(f"[raw] ContinuousBatchingPipeline loaded in {time.perf_counter() - t0:.1f}s "
               f"({spec.device}, scheduler {self._describe(settings)}, "
-              f"properties {dict(spec.plugin_config)})", file=sys.stderr)
+              f"properties {dict(spec.plugin_config)}"
+              f"{f', draft {draft}, {assistant_tokens} tokens per step' if draft else ''})", file=sys.stderr)
         try:
             self._ids = itertools.count()
             prompts = _Prompts(pipeline.get_tokenizer())
