@@ -27,7 +27,7 @@ from server.pipelines.sampling import build_config  # noqa: E402
 from server.pipelines.settings import GenerationSettings  # noqa: E402
 
 TINY_CHAT = Path(__file__).resolve().parents[2] / ".cache" / "test-models" / "tiny-chat" / "1"
-PROPOSED = 3  # tokens proposed per step
+DRAFT_PROPOSED = 3  # tokens the draft proposes per step (prompt lookup: the served default, 5)
 
 
 def run_case(model_dir: Path, method: str, prompt: str, temperature: float, seed: int, tokens: int) -> str | None:
@@ -41,9 +41,9 @@ def run_case(model_dir: Path, method: str, prompt: str, temperature: float, seed
     pipeline = ov_genai.ContinuousBatchingPipeline(str(model_dir), scheduler_config(settings), "CPU", properties)
     ids = pipeline.get_tokenizer().encode(prompt, add_special_tokens=False).input_ids
     params = {"max_new_tokens": tokens, "ignore_eos": True, "do_sample": True, "temperature": temperature,
-              "rng_seed": seed, "num_assistant_tokens": PROPOSED}
-    if method == "prompt-lookup":
-        params["max_ngram_size"] = settings["max_ngram_size"]
+              "rng_seed": seed, "num_assistant_tokens": DRAFT_PROPOSED}
+    if method == "prompt-lookup":  # what services/generation_plan.py sends to such a model
+        params.update(num_assistant_tokens=settings["num_assistant_tokens"], max_ngram_size=settings["max_ngram_size"])
     handle = pipeline.add_request(0, ids, build_config(params))  # held: a dropped handle cancels the request
     try:
         while pipeline.has_non_finished_requests():
