@@ -62,6 +62,13 @@ VARIANTS = {v.name: v for v in (
     Variant("threads-1", "INFERENCE_NUM_THREADS 1", {"INFERENCE_NUM_THREADS": 1}),
     Variant("pinning", "ENABLE_CPU_PINNING true", {"ENABLE_CPU_PINNING": True}),
     Variant("latency", "PERFORMANCE_HINT LATENCY", {"PERFORMANCE_HINT": "LATENCY"}),
+    # The CPU plugin's scheduling of each operation's loop across threads (TBB static or auto partitioner)
+    # and its int8 quantization of activations for compressed weights (group size; 0 turns it off).
+    Variant("tbb-static", "TBB_PARTITIONER STATIC", {"TBB_PARTITIONER": "STATIC"}),
+    Variant("tbb-auto", "TBB_PARTITIONER AUTO", {"TBB_PARTITIONER": "AUTO"}),
+    Variant("dq-off", "DYNAMIC_QUANTIZATION_GROUP_SIZE 0 (dynamic quantization off; CPU default 32)",
+            {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}),
+    Variant("dq-128", "DYNAMIC_QUANTIZATION_GROUP_SIZE 128", {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 128}),
     Variant("no-split-fuse", "dynamic_split_fuse false", text_generation={"dynamic_split_fuse": False}),
     Variant("batched-1024", "max_num_batched_tokens 1024", text_generation={"max_num_batched_tokens": 1024}),
     Variant("seqs-1", "max_num_seqs 1", text_generation={"max_num_seqs": 1}),
