@@ -143,4 +143,8 @@ def parse(raw: bytes) -> ModelConfig:
         raise ConfigError(
             [ConfigProblem("", f"config.json is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from None
+    except RecursionError:
+        raise ConfigError([ConfigProblem("", "config.json is nested too deeply to read")]) from None
+    except ValueError:  # Python's bound on integer digits (4300): a plain ValueError, not a decode error
+        raise ConfigError([ConfigProblem("", "config.json holds an integer with too many digits")]) from None
     return build(document)

@@ -36,7 +36,7 @@ from server.repository import config as model_config
 from server.repository import scan as scanning
 from server.repository.policy import select_versions
 from server.repository.records import (
-    Instance, ModelRecord, ModelView, VersionStatus, VersionView, validate_model_id, view_of,
+    Instance, ModelRecord, ModelView, VersionStatus, VersionView, not_serving_reason, validate_model_id, view_of,
 )
 from server.repository.scan import ModelEntry, Snapshot, VersionEntry, diff, scan
 from server.repository.states import ErrorCode, VersionState
@@ -181,6 +181,9 @@ class ModelManager:
             self._report_problem(record, entry, ErrorCode.FAILED_PRECONDITION, reason)
             return Outcome(problem=reason)
         to_load = [v for v in targets if force or self._needs_load(record, entry.versions[v], config)]
+        if not force and not all(v in record.instances for v in targets):
+            to_load += [v for v in sorted(record.broken_versions)
+                        if v not in targets and v in entry.versions and v not in record.instances]
         marks = self._mark_loading(record, to_load, "explicit load" if force else "files or settings changed")
         results = await asyncio.gather(*(self._load(record.model_id, entry.versions[v], config) for v in to_load))
 
@@ -197,6 +200,7 @@ class ModelManager:
         record.task = config.task
         record.config_error = None
         record.model_error = None
+        record.broken_versions.clear()
 
         failed, failures = [], []
         for number, result in zip(to_load, results):
@@ -496,8 +500,7 @@ class ModelManager:
                 raise ModelNotReady(f"Version {version} of model '{model_id}' is not available", param="model")
             raise ModelNotFound(f"The model '{model_id}' has no version {version}", param="model")
         if not serving:
-            reason = view_of(record).error or ("reloading" if record.instances else "loading")
-            raise ModelNotReady(f"The model '{model_id}' is not ready: {reason}", param="model")
+            raise ModelNotReady(f"The model '{model_id}' is not ready: {not_serving_reason(record)}", param="model")
         return serving[max(serving)]
 
     def effective_config(self, model_id: str) -> dict:
@@ -528,6 +531,7 @@ class ModelManager:
         for instance in broken:
             log.error("model_version_broken", model=record.model_id, version=instance.version, reason=instance.broken)
             self._retire(record, instance, f"{instance.broken}; reloading")
+            record.broken_versions.add(instance.version)
         if broken and record.desired is not None and not record.unloaded_by_request:
             self._schedule(record.model_id, record.desired)
 

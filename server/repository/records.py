@@ -80,6 +80,9 @@ class ModelRecord:
     model_error: tuple[ErrorCode, str] | None = None  # nothing can be served, and why
     config_override: dict | None = None  # a config.json given by an explicit load, used instead of the file
     unloaded_by_request: bool = False
+    # Versions retired because their pipeline broke: loaded again at the next convergence even if the
+    # policy does not select them, as long as a selected version is not serving (they were kept for it).
+    broken_versions: set[int] = field(default_factory=set)
     explicit_busy: bool = False  # an explicit load/unload call is running
 
 
@@ -121,6 +124,23 @@ def view_of(record: ModelRecord) -> ModelView:
         error = "unloaded by request"
     created = record.instances[max(record.instances)].created if record.instances else None
     return ModelView(record.model_id, record.task, tuple(versions), error, created)
+
+
+def not_serving_reason(record: ModelRecord) -> str:
+    """Why a model with no serving version cannot take a request, for the 503 a client gets: the model's
+    error, a reload under way, a load under way, or else the failure of its newest version."""
+    error = view_of(record).error
+    if error:
+        return error
+    if record.instances:
+        return "reloading"
+    if any(status.state in (VersionState.START, VersionState.LOADING) for status in record.status.values()):
+        return "loading"
+    failed = [n for n, status in record.status.items() if status.error_message]
+    if failed:
+        newest = max(failed)
+        return f"version {newest} failed to load: {record.status[newest].error_message}"
+    return "loading"
 
 
 def validate_model_id(model_id: str) -> str:

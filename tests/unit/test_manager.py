@@ -133,6 +133,52 @@ async def test_failed_new_version_keeps_the_old_one_serving(tmp_path: Path, mana
     assert states(manager, "m") == {1: "END", 2: "AVAILABLE"}
 
 
+async def test_a_kept_version_that_crashes_is_loaded_again(tmp_path: Path, manager: ModelManager,
+                                                          loader: FakeLoader) -> None:
+    """v2 fails to load, so v1 keeps serving; when v1's pipeline then breaks, v1 itself is loaded again
+    (v2 still fails): the model must not go down for good."""
+    path = write_model(tmp_path, "m", versions=(1,), config=EMBED)
+    await apply(manager)
+    write_version(path, 2, "corrupt")
+    await apply(manager)
+    kept = manager.resolve("m")
+    assert kept.version == 1
+    kept.model.fail("the generation worker process stopped")
+    await manager.settle()
+    assert kept.model.closed
+    fresh = manager.resolve("m")
+    assert fresh is not kept and fresh.version == 1 and fresh.model.weights == "w1"
+    assert states(manager, "m") == {1: "AVAILABLE", 2: "END"}
+    (path / "2" / "weights.txt").write_text("fixed")  # once v2 loads, the policy's version serves alone
+    await apply(manager)
+    assert states(manager, "m") == {1: "END", 2: "AVAILABLE"}
+    assert manager.resolve("m").model.weights == "fixed"
+
+
+async def test_a_model_whose_load_failed_says_so_to_requests(tmp_path: Path, manager: ModelManager) -> None:
+    write_model(tmp_path, "bad", versions={1: "corrupt"}, config=EMBED)
+    await apply(manager)
+    with pytest.raises(ModelNotReady) as raised:
+        manager.resolve("bad")
+    assert "loading" not in raised.value.message
+    assert "version 1 failed to load" in raised.value.message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("[" * 100_000, "nested"),
+    ('{"task": "embeddings", "drain_timeout_s": ' + "9" * 5000 + "}", "digits"),
+])
+async def test_a_pathological_config_json_is_reported(tmp_path: Path, manager: ModelManager, raw: str,
+                                                      expected: str) -> None:
+    path = write_model(tmp_path, "m", versions=(1,))
+    (path / "config.json").write_text(raw)
+    await apply(manager)
+    view = manager.describe("m")
+    assert view.error is not None and expected in view.error
+    (version,) = view.versions
+    assert (version.state, version.error_code) == (VersionState.END, "INVALID_ARGUMENT")
+
+
 async def test_corrupted_files_of_a_served_version_keep_the_loaded_copy(tmp_path: Path, manager: ModelManager) -> None:
     path = write_model(tmp_path, "m", versions=(1,), config=EMBED)
     await apply(manager)
