@@ -35,7 +35,7 @@ import openvino_genai as ov_genai
 import structlog
 
 from server import metrics, native_memory
-from server.errors import Overloaded
+from server.errors import BadRequest, Overloaded
 from server.pipelines.base import ModelMetadata
 from server.pipelines.grammar_probe import GrammarProbe
 from server.pipelines.settings import GenerationSettings, PipelineSpec
@@ -246,12 +246,15 @@ class GenerationEngine:
                 self._publish_load()
 
     def admit(self, sequences: int = 1) -> "Reservation":
-        """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, Overloaded (429)
-        beyond max_num_seqs + max_queued_requests. A request reserves all its n choices before its
+        """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, BadRequest when
+        `sequences` alone exceeds max_num_seqs + max_queued_requests, Overloaded (429) beyond it with the rest. A request reserves all its n choices before its
         response starts, so a refusal still gets its status code and no other request can take the
         slots in between; each generate() takes one, and release() frees what was not taken."""
         if self._dead:
             raise EngineUnavailable(self._dead)
+        if sequences > self._capacity:  # would never fit: retrying cannot help, so not a 429
+            raise BadRequest(f"This request needs {sequences} sequences (prompts x n); this model runs and queues "
+                             f"at most {self._capacity}: send fewer prompts or a smaller n", param="n")
         if len(self._queues) + self._reserved + sequences > self._capacity:
             raise Overloaded(f"The generation queue is full ({self._capacity} requests); retry later")
         self._reserved += sequences

@@ -329,6 +329,20 @@ def test_openai_client_sees_bad_request_not_server_error(client: OpenAI) -> None
         client.chat.completions.create(model=CHAT, messages=HI, stop=["s" * 300])
 
 
+def test_a_request_larger_than_the_whole_queue_is_400_not_429(server: ServerProcess, client: OpenAI) -> None:
+    """6 prompts x n = 16 is 96 sequences, more than the engine ever admits (16 running + 64 queued by
+    default): retrying cannot help, so it is a 400 naming n, not a 429 the SDKs retry for nothing."""
+    response = requests.post(server.url("/v3/completions"), timeout=30,
+                             json={"model": CHAT, "prompt": ["hi"] * 6, "n": 16, "max_tokens": 2})
+    body = assert_envelope("/v3/completions", response, 400)
+    assert body["error"]["param"] == "n" and "96" in body["error"]["message"], body
+    assert "Retry-After" not in response.headers
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=CHAT, prompt=["hi"] * 6, n=16, max_tokens=2)
+    small = client.completions.create(model=CHAT, prompt=["hi"] * 2, n=2, max_tokens=2)
+    assert len(small.choices) == 4
+
+
 def test_unary_generation_running_past_sixty_seconds_completes(server: ServerProcess) -> None:
     """Sanic cut every response at 60 s with a 500. The request is made to outlast that for real: its
     worker is paused (SIGSTOP) from before the request until 62 s after it, well under the 120 s stall
