@@ -4,8 +4,9 @@ OpenVINO GenAI compiles the schema into a grammar (xgrammar) inside the engine's
 it cannot compile fails that step for every request in the batch and leaves the pipeline unusable.
 GenerationConfig.validate() does not look at the schema. So the server checks what was measured to
 break the compiler (openvino-genai 2026.4.1; tests/unit/test_structured_output.py): the JSON Schema
-meta-schema, `false` sub-schemas, empty enums, unsatisfiable bounds, unresolvable `$ref`s and the
-regex constructs xgrammar's converter rejects; plus size and nesting limits.
+meta-schema, `false` sub-schemas, empty enums, unsatisfiable bounds, integers past int64 (bounds and
+counts) or past a double (anywhere), unresolvable `$ref`s and the regex constructs xgrammar's converter
+rejects; plus size and nesting limits.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ _SCHEMA_VALUES = ("not", "if", "then", "else", "contains", "propertyNames")
 _MAY_BE_FALSE = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "additionalItems")
 _BOUNDS = (("minimum", "maximum"), ("minLength", "maxLength"), ("minItems", "maxItems"),
            ("minProperties", "maxProperties"))
+# The compiler holds counts and integer bounds as int64, and every number as a double: past either the
+# step fails (RuntimeError, or OverflowError for integers beyond a double).
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_NUMBER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_INT64 = range(-(2**63), 2**63)
 # What xgrammar's regex converter was measured to reject, by parsed construct (not by text: `(?:...)`
 # and an escaped `\\(` compile fine).
 _LOOKAROUND = {sre_parse.ASSERT, sre_parse.ASSERT_NOT}
@@ -66,7 +72,38 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_integer_schema(schema: dict) -> bool:
+    kind = schema.get("type")
+    return kind == "integer" or (isinstance(kind, list) and "integer" in kind)
+
+
+def _check_int64(schema: dict, where: str) -> None:
+    keys = _COUNTS + (_NUMBER_BOUNDS if _is_integer_schema(schema) else ())
+    for key in keys:
+        value = schema.get(key)
+        if _number(value) and isinstance(value, int) and value not in _INT64:
+            raise _bad(f"{where}: {key} is outside the 64-bit integer range that structured output supports")
+
+
+def _check_doubles(schema: dict) -> None:
+    """No integer anywhere in the schema (bounds, const, enum, default, ...) may be beyond a double."""
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, int) and not isinstance(node, bool):
+            try:
+                float(node)
+            except OverflowError:
+                raise _bad(f"holds an integer of {len(str(abs(node)))} digits, beyond what structured output "
+                           "can represent") from None
+
+
 def _check_bounds(schema: dict, where: str) -> None:
+    _check_int64(schema, where)
     for low_key, high_key in _BOUNDS:
         low, high = schema.get(low_key), schema.get(high_key)
         if _number(low) and _number(high) and low > high:
@@ -76,7 +113,8 @@ def _check_bounds(schema: dict, where: str) -> None:
     if _number(low) and _number(high):
         if low >= high and ("exclusiveMinimum" in schema or "exclusiveMaximum" in schema):
             raise _bad(f"{where}: no number lies between the bounds")
-        if schema.get("type") == "integer" and int(high) < low + (0 if float(low).is_integer() else 1):
+        whole = isinstance(low, int) or low.is_integer()  # ints in int64 here (_check_int64): no float() of a huge one
+        if schema.get("type") == "integer" and int(high) < low + (0 if whole else 1):
             raise _bad(f"{where}: no integer lies between the bounds")
 
 
@@ -148,6 +186,7 @@ def check_json_schema(schema: Any, limits: Limits) -> str:
     if len(text.encode()) > limits.max_schema_bytes:
         raise _bad(f"is {len(text.encode())} bytes; at most {limits.max_schema_bytes} are allowed")
     _check_depth(schema, limits.max_schema_depth)  # first: the meta-schema check recurses
+    _check_doubles(schema)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -141,7 +141,7 @@ def _end_value(call: _ScannedCall, text: str, key: str | None, start: int | None
 def _loads(text: str):
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # model output may be any text, "[[[[..." included
         return None
 
 

@@ -138,7 +138,7 @@ def _template_call(call: dict, where: str) -> dict:
     function = call["function"]
     try:
         arguments = json.loads(function["arguments"] or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[..." within the string limit
         arguments = None
     if not isinstance(arguments, dict):
         raise BadRequest("A tool call's arguments must be the JSON text of an object", param=f"{where}.function.arguments")

@@ -80,7 +80,9 @@ def stream_chat(server: ServerProcess, max_tokens: int) -> dict:
 # ------------------------------------------------------------------ 1. structured output
 
 
-@pytest.mark.parametrize("schema", [{"type": "nonsense"}, "nested-300"])
+@pytest.mark.parametrize("schema", [{"type": "nonsense"}, "nested-300", {"const": 10**400},
+                                    {"type": "integer", "minimum": 10**400, "maximum": 10**401},
+                                    {"type": "integer", "maximum": 2**63}])
 def test_bad_schema_is_a_400_while_three_streams_finish(server: ServerProcess, schema) -> None:
     if schema == "nested-300":
         schema = {"type": "integer"}
@@ -99,6 +101,16 @@ def test_bad_schema_is_a_400_while_three_streams_finish(server: ServerProcess, s
         results = [s.result() for s in streams]
     assert results == [{"finish_reason": "length", "completion_tokens": 200}] * 3
     assert elapsed < 5, f"the schema check took {elapsed:.1f} s"
+
+
+def test_tool_call_arguments_nested_too_deeply_are_400(server: ServerProcess) -> None:
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "1"}]
+    response = server.post("/v3/chat/completions", json={"model": CHAT, "messages": messages, "max_tokens": 2})
+    body = assert_envelope("/v3/chat/completions", response, 400)
+    assert body["error"]["param"] == "messages[1].tool_calls[0].function.arguments", body
 
 
 # ------------------------------------------------------------------ 2. stop strings

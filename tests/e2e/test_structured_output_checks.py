@@ -43,6 +43,11 @@ ACCEPTED = {
     "large_repetition": {"type": "string", "pattern": "^[a-z]{1,100000}$"},
     "huge_max_length": {"type": "string", "maxLength": 1000000000},
     "many_min_items": {"type": "array", "items": {"type": "integer"}, "minItems": 100000},
+    "int64_bounds": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+    "int64_max_length": {"type": "string", "maxLength": 2**63 - 1},
+    "number_bound_past_int64": {"type": "number", "minimum": 2**70},
+    "huge_float_bounds": {"type": "number", "minimum": 1e300, "maximum": 1.5e300},
+    "const_past_int64": {"const": 10**30},
 }
 REFUSED = {
     "nonsense_type": {"type": "nonsense"},
@@ -61,6 +66,18 @@ REFUSED = {
     "min_properties_above_max": {"type": "object", "minProperties": 3, "maxProperties": 1},
     "false_property": {"type": "object", "properties": {"a": False}},
     "empty_enum": {"enum": []},
+    # integers the engine cannot hold: beyond int64 in an integer bound or a count, beyond a double anywhere
+    "integer_bound_past_int64": {"type": "integer", "maximum": 2**63},
+    "integer_bound_below_int64": {"type": "integer", "minimum": -(2**63) - 1},
+    "exclusive_bound_past_int64": {"type": "integer", "exclusiveMinimum": 2**63},
+    "huge_integer_bounds": {"type": "integer", "minimum": 10**400, "maximum": 10**401},
+    "max_length_past_int64": {"type": "string", "maxLength": 2**64},
+    "min_items_past_int64": {"type": "array", "minItems": 2**63},
+    "min_properties_past_int64": {"type": "object", "minProperties": 2**64},
+    "number_bound_past_double": {"type": "number", "exclusiveMaximum": 10**400},
+    "const_past_double": {"const": 10**400},
+    "enum_past_double": {"enum": [10**400]},
+    "default_past_double": {"type": "integer", "default": 10**400},
 }
 
 
@@ -75,7 +92,7 @@ def compiles(model_path: Path, schema: dict) -> bool:
         handle = pipeline.add_request(0, "hi", config)  # noqa: F841 - dropping the handle drops the request
         while pipeline.has_non_finished_requests():
             pipeline.step()
-    except RuntimeError:
+    except (RuntimeError, OverflowError):  # integers beyond a double fail the step with OverflowError
         return False
     return True
 
