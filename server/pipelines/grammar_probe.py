@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import structlog
 
+from server.errors import ModelNotReady
 from server.pipelines.settings import PipelineSpec
 
 log = structlog.get_logger("server.generation")
 
 CACHED_VERDICTS = 256
+START_RETRY_S = 30.0  # after a probe failed to start, schema requests get 503 this long before another try
 
 
 class GrammarProbe:
@@ -33,6 +37,12 @@ class GrammarProbe:
         self._eos = eos_token_id
         self._timeout = float(spec.settings.schema_compile_timeout_s)
         self._engine = None
+        # The probe's start runs in a task of its own: a request that is cancelled while waiting for it
+        # (a client hanging up, a deadline) must not orphan the worker being started.
+        self._starting: asyncio.Future | None = None
+        self._start_failed_at: float | None = None  # monotonic time of the last failed start
+        self._closed = False
+        self._close_lock = threading.Lock()  # close() runs off the loop; the start ends on it
         self._lock: asyncio.Lock | None = None
         self._verdicts: OrderedDict[str, str | None] = OrderedDict()  # schema -> None (compiles) or why not
 
@@ -58,25 +68,65 @@ class GrammarProbe:
     async def _compile(self, schema: str, kind: str) -> str | None:
         from server.pipelines.generation import GenerationEngine  # the probe is a generation worker too
 
-        if self._engine is None or self._engine.broken:
-            self._engine = await asyncio.to_thread(GenerationEngine, self._path, self._spec, self._name,
-                                                   self._version)
+        engine = await self._ready_engine(GenerationEngine)
         params = {"max_new_tokens": 1, kind: schema, "eos_token_id": self._eos}
         try:
             async with asyncio.timeout(self._timeout):
-                async for update in self._engine.generate([self._eos], params):
+                async for update in engine.generate([self._eos], params):
                     if update.error:
                         log.info("schema_probe_rejected", model=self._name, error=update.error)
                         return "the structured-output engine cannot compile this schema"
         except TimeoutError:
             log.warning("schema_probe_timeout", model=self._name, timeout_s=self._timeout)
-            engine, self._engine = self._engine, None  # stuck compiling: a fresh probe for the next schema
+            self._engine = None  # stuck compiling: a fresh probe for the next schema
             asyncio.get_running_loop().run_in_executor(None, engine.close)
             return f"this schema did not compile within {self._timeout:g} s"
         return None
 
+    async def _ready_engine(self, engine_class: type):
+        """The probe's engine, started (once) if there is none or it broke; ModelNotReady (503) if it
+        cannot start, without another try for START_RETRY_S (each try starts a copy of the model)."""
+        if self._engine is not None and not self._engine.broken:
+            return self._engine
+        if self._starting is None:
+            if self._start_failed_at is not None and time.monotonic() - self._start_failed_at < START_RETRY_S:
+                raise self._unavailable()
+            self._starting = asyncio.ensure_future(
+                asyncio.to_thread(engine_class, self._path, self._spec, self._name, self._version))
+            self._starting.add_done_callback(self._started)
+        try:
+            return await asyncio.shield(self._starting)  # a cancelled caller leaves the start running
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise self._unavailable() from None
+
+    def _started(self, starting: asyncio.Future) -> None:
+        """On the event loop when a start ends, whether or not a request still waits for it."""
+        self._starting = None
+        if starting.cancelled():
+            return
+        error = starting.exception()
+        if error is not None:
+            self._start_failed_at = time.monotonic()
+            log.error("schema_probe_start_failed", model=self._name, error=f"{type(error).__name__}: {error}")
+            return
+        self._start_failed_at = None
+        with self._close_lock:
+            if not self._closed:
+                self._engine = starting.result()
+                return
+        asyncio.get_running_loop().run_in_executor(None, starting.result().close)  # the model closed meanwhile
+
+    def _unavailable(self) -> ModelNotReady:
+        return ModelNotReady("The structured-output schema probe of this model could not start (see the server "
+                             "log); retry later, or turn it off with text_generation.schema_probe false",
+                             code="schema_probe_unavailable")
+
     def close(self) -> None:
-        """Off the event loop, with the model."""
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        """Off the event loop, with the model. A start still under way closes its engine when it ends."""
+        with self._close_lock:
+            self._closed = True
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
