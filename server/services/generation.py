@@ -107,19 +107,26 @@ class _Choice:
         self.finish_reason: str | None = None
 
 
-def _chat_logprobs(model: GenerationModel, token_ids: list[int], logprobs: list[float], top: int) -> dict:
+def _token_texts(model: GenerationModel, token_ids: list[int]) -> list[str]:
+    """Each token's own text. Calls the shared tokenizer: run it on the model's preparation thread
+    (_off_loop), never on the event loop, where its lock may be held by a prompt being tokenized."""
+    return [model.tokenizer.decode([t]) for t in token_ids]
+
+
+async def _off_loop(model: GenerationModel, function, *args):
+    return await asyncio.get_running_loop().run_in_executor(model.preparation, function, *args)
+
+
+def _chat_logprobs(tokens: list[str], logprobs: list[float], top: int) -> dict:
     content = []
-    for token_id, logprob in zip(token_ids, logprobs):
-        token = model.tokenizer.decode([token_id])
+    for token, logprob in zip(tokens, logprobs):
         entry = {"token": token, "logprob": logprob, "bytes": list(token.encode())}
         entry["top_logprobs"] = [dict(entry)] if top else []
         content.append(entry)
     return {"content": content, "refusal": None}
 
 
-def _completion_logprobs(model: GenerationModel, token_ids: list[int], logprobs: list[float], top: int,
-                         offset: int) -> dict:
-    tokens = [model.tokenizer.decode([t]) for t in token_ids]
+def _completion_logprobs(tokens: list[str], logprobs: list[float], top: int, offset: int) -> dict:
     offsets = []
     for token in tokens:
         offsets.append(offset)
@@ -152,10 +159,10 @@ async def run_unary(model: GenerationModel, plan: GenerationPlan) -> dict:
         choices = await _collect(model, plan, reservation)
     finally:
         reservation.release()
-    if plan.logprobs is None:
+    if plan.logprobs is None and not plan.reasoning:
         return _unary_body(model, plan, choices)
-    # one decode per token: off the loop, on the model's own preparation thread
-    return await asyncio.get_running_loop().run_in_executor(model.preparation, _unary_body, model, plan, choices)
+    # a decode per token, or a reasoning token count: the tokenizer, so off the loop
+    return await _off_loop(model, _unary_body, model, plan, choices)
 
 
 async def _collect(model: GenerationModel, plan: GenerationPlan, reservation: Reservation) -> list["_Choice"]:
@@ -185,13 +192,14 @@ def _unary_body(model: GenerationModel, plan: GenerationPlan, choices: list[_Cho
             message, finish = _chat_message(plan, text, choice.finish_reason)
             entry = {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
             if plan.logprobs is not None:
-                entry["logprobs"] = _chat_logprobs(model, choice.token_ids, choice.logprobs, plan.logprobs)
+                entry["logprobs"] = _chat_logprobs(_token_texts(model, choice.token_ids), choice.logprobs,
+                                                   plan.logprobs)
         else:
             prefix = plan.prompt_of(index)[0] if plan.echo else ""
             entry = {"index": index, "text": prefix + text, "logprobs": None, "finish_reason": choice.finish_reason}
             if plan.logprobs is not None:
-                entry["logprobs"] = _completion_logprobs(model, choice.token_ids, choice.logprobs, plan.logprobs,
-                                                         len(prefix))
+                entry["logprobs"] = _completion_logprobs(_token_texts(model, choice.token_ids), choice.logprobs,
+                                                         plan.logprobs, len(prefix))
         body_choices.append(entry)
     reasoning_tokens = None
     if plan.reasoning:
@@ -232,11 +240,13 @@ def _chunk(plan: GenerationPlan, choices: list[dict], usage: dict | None = None)
     return chunk
 
 
-def _delta_choice(model: GenerationModel, plan: GenerationPlan, index: int, update: TokenUpdate, offset: int) -> dict:
-    """A completions stream choice (chat choices: _chat_choices)."""
+def _delta_choice(plan: GenerationPlan, index: int, update: TokenUpdate, offset: int,
+                  tokens: list[str] | None = None) -> dict:
+    """A completions stream choice (chat choices: _chat_choices); `tokens`: the update's token texts
+    when log-probabilities are asked for."""
     choice = {"index": index, "text": update.text, "logprobs": None, "finish_reason": update.finish_reason}
-    if plan.logprobs is not None and update.token_ids:
-        choice["logprobs"] = _completion_logprobs(model, update.token_ids, update.logprobs, plan.logprobs, offset)
+    if tokens is not None:
+        choice["logprobs"] = _completion_logprobs(tokens, update.logprobs, plan.logprobs, offset)
     return choice
 
 
@@ -269,36 +279,40 @@ async def _stream_chunks(model: GenerationModel, plan: GenerationPlan, reservati
             _raise_engine_error(plan, update.error)
         completion_tokens += len(update.token_ids)
         finish = update.finish_reason
+        tokens = None
+        if plan.logprobs is not None and update.token_ids:
+            tokens = await _off_loop(model, _token_texts, model, update.token_ids)
         if plan.kind == "chat":
-            for choice in _chat_choices(model, plan, index, update, chats[index]):
+            for choice in _chat_choices(plan, index, update, chats[index], tokens):
                 yield _chunk(plan, [choice])
             continue
-        if update.text or (plan.logprobs is not None and update.token_ids):
+        if update.text or tokens is not None:
             content = TokenUpdate(text=update.text, token_ids=update.token_ids, logprobs=update.logprobs)
-            yield _chunk(plan, [_delta_choice(model, plan, index, content, offsets[index])])
+            yield _chunk(plan, [_delta_choice(plan, index, content, offsets[index], tokens)])
             offsets[index] += len(update.text)
         if finish:  # OpenAI ends each choice with a chunk of its own: empty delta + finish_reason
-            yield _chunk(plan, [_delta_choice(model, plan, index, TokenUpdate(finish_reason=finish), offsets[index])])
+            yield _chunk(plan, [_delta_choice(plan, index, TokenUpdate(finish_reason=finish), offsets[index])])
     if plan.include_usage:
         reasoning_tokens = None
         if plan.kind == "chat" and plan.reasoning:
-            reasoning_tokens = sum(_count_tokens(model, "".join(chat.reasoning_text)) for chat in chats)
+            texts = ["".join(chat.reasoning_text) for chat in chats]
+            reasoning_tokens = await _off_loop(model, lambda: sum(_count_tokens(model, text) for text in texts))
         yield _chunk(plan, [], _usage(plan, completion_tokens, reasoning_tokens))
 
 
-def _chat_choices(model: GenerationModel, plan: GenerationPlan, index: int, update: TokenUpdate,
-                  chat: ChatDeltas) -> list[dict]:
+def _chat_choices(plan: GenerationPlan, index: int, update: TokenUpdate, chat: ChatDeltas,
+                  tokens: list[str] | None) -> list[dict]:
     """The chunk choices one update of a chat choice makes: its deltas (log-probabilities on the first),
     then, when it ends, an empty delta with the finish reason."""
     deltas = chat.feed(update.text) if update.text else []
     if update.finish_reason:
         deltas += chat.finish()
-    wants_logprobs = plan.logprobs is not None and update.token_ids
+    wants_logprobs = tokens is not None
     if wants_logprobs and not deltas:
         deltas = [{}]
     choices = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None} for delta in deltas]
     if wants_logprobs:
-        choices[0]["logprobs"] = _chat_logprobs(model, update.token_ids, update.logprobs, plan.logprobs)
+        choices[0]["logprobs"] = _chat_logprobs(tokens, update.logprobs, plan.logprobs)
     if update.finish_reason:
         choices.append({"index": index, "delta": {}, "logprobs": None,
                         "finish_reason": chat.finish_reason(update.finish_reason)})
