@@ -151,3 +151,20 @@ def test_a_body_over_the_limit_is_counted_as_413(server: ServerProcess) -> None:
     finally:
         connection.close()
     assert too_large() - before == 1
+
+
+def test_invented_http_methods_do_not_become_label_values(server: ServerProcess) -> None:
+    """Sanic runs any method token a client sends (FOO1 /x gets a 405 or 404): as a label, each would
+    add series to /metrics for good. Methods outside the standard set are counted as "other"."""
+    for index in range(5):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            connection.putrequest(f"FOO{index}", "/v3/models")
+            connection.endheaders()
+            assert connection.getresponse().status in (404, 405)
+        finally:
+            connection.close()
+    methods = {dict(labels).get("method") for (name, labels) in Scrape(server).values
+               if name.startswith("ovms_http_request")}
+    assert "other" in methods
+    assert not any(method and method.startswith("FOO") for method in methods), methods
