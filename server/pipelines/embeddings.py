@@ -29,7 +29,7 @@ class EmbeddingRunner:
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}")
         self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
-        model = ir.core().read_model(path / ir.MODEL_XML)
+        model = ir.read_served_model(path / ir.MODEL_XML)
         self._inputs = {port.get_any_name() for port in model.inputs}
         if not {"input_ids", "attention_mask"} <= self._inputs:
             raise ValueError("an embedding model needs input_ids and attention_mask inputs")

@@ -54,6 +54,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
+from server.pipelines.ir import PRIVATE_WEIGHTS
 from server.pipelines.detokenize import IncrementalDetokenizer, decode_steps
 from server.pipelines.sampling import CONSTRAINTS, build_config
 from server.pipelines.stops import StopStringFilter
@@ -85,9 +86,10 @@ def engine_properties(settings: dict, plugin_config: dict) -> dict:
     """The pipeline's properties: the model's plugin_config, plus GenAI's prompt_lookup switch when the
     model asks for prompt-lookup decoding (every request then carries num_assistant_tokens and
     max_ngram_size: see services/generation_plan.py)."""
+    properties = {**PRIVATE_WEIGHTS, **plugin_config}  # {"ENABLE_MMAP": true} in plugin_config maps the files again
     if settings.get("prompt_lookup"):
-        return {**plugin_config, "prompt_lookup": True}
-    return dict(plugin_config)
+        properties["prompt_lookup"] = True
+    return properties
 
 
 @dataclass
@@ -425,8 +427,9 @@ def main(conn: Connection, parent_pid: int) -> None:
         return
 
     def build() -> ov_genai.ContinuousBatchingPipeline:
-        return ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device,
-                                                   engine_properties(settings, plugin_config))
+        properties = engine_properties(settings, plugin_config)
+        return ov_genai.ContinuousBatchingPipeline(path, scheduler_config(settings), device, properties,
+                                                   {"ENABLE_MMAP": properties["ENABLE_MMAP"]})  # its tokenizers
 
     try:
         try:

@@ -67,7 +67,7 @@ class CrossEncoderScorer:
     def __init__(self, path: Path, spec: PipelineSpec, name: str) -> None:
         settings: RerankSettings = spec.settings
         self.max_length = settings.max_length
-        model = ir.core().read_model(path / ir.MODEL_XML)
+        model = ir.read_served_model(path / ir.MODEL_XML)
         self._input_names = {name for port in model.inputs for name in port.get_names()}
         if "input_ids" not in self._input_names:
             raise ValueError("a cross-encoder needs an input_ids input")

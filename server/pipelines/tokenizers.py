@@ -16,10 +16,12 @@ from typing import Any
 
 import openvino_genai as ov_genai
 
+from server.pipelines import ir
+
 
 class SharedTokenizer:
     def __init__(self, path: Path | str) -> None:
-        self._tokenizer = ov_genai.Tokenizer(str(path))
+        self._tokenizer = ov_genai.Tokenizer(str(path), ir.PRIVATE_WEIGHTS)
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:

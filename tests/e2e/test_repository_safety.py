@@ -100,3 +100,43 @@ def test_a_version_file_linked_outside_the_repository_is_never_opened(server: Se
     status = wait_for(refused, what="the version refused")
     assert status["status"]["error_code"] == "FAILED_PRECONDITION"
     assert "outside the model repository" in status["status"]["error_message"]
+
+
+def test_files_of_a_serving_version_overwritten_in_place_do_not_take_it_down(models: Path, tmp_path: Path) -> None:
+    """`cp new.bin m/1/openvino_model.bin` truncates the file the server loaded, then writes it. OpenVINO
+    maps weight files into memory by default, so a truncated file killed the whole server with SIGBUS
+    at the next embeddings or tokenizer call (and the generation worker at its next step), and a file
+    rewritten in place changed the weights under a serving model. Served models are read into memory of
+    their own: the copy that serves keeps serving, and the reload of the broken files fails alone."""
+    import openai
+    from tests.e2e.harness import running_server
+
+    root = tmp_path / "repository"
+    root.mkdir()
+    with running_server(root, {"chat": models / "tiny-chat", "embed": models / "minilm"}) as server:
+        client = openai.OpenAI(base_url=server.url("/v3"), api_key="unused", max_retries=0)
+        before = client.embeddings.create(model="embed", input="a sentence").data[0].embedding
+        stream = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=300, stream=True, extra_body={"ignore_eos": True})
+        first = next(iter(stream))  # the stream is running on the worker
+        assert first.choices[0].delta.role == "assistant"
+        for model in ("chat", "embed"):
+            for path in sorted((root / model / "1").glob("*.bin")):
+                with path.open("r+b") as file:
+                    file.truncate(0)  # what cp does to the file before it writes the new one
+        finishes = [chunk.choices[0].finish_reason for chunk in stream if chunk.choices]
+        assert finishes[-1] == "length"
+        after = client.embeddings.create(model="embed", input="a sentence").data[0].embedding
+        assert after == before
+        answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=4)
+        assert answer.choices[0].message.content is not None
+
+        def reload_failed(model: str) -> bool:
+            (status,) = server.get(f"/v1/models/{model}").json()["model_version_status"]
+            return status["state"] == "AVAILABLE" and "reload failed" in status["status"]["error_message"]
+
+        for model in ("chat", "embed"):
+            wait_for(lambda: reload_failed(model), what=f"{model}'s reload of the truncated files failed")
+        assert client.embeddings.create(model="embed", input="a sentence").data[0].embedding == before
+        assert server.process.poll() is None
