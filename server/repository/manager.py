@@ -98,6 +98,7 @@ class ModelManager:
             for record in list(self._models.values()):
                 self._repair_broken(record)
             snapshot = await self._run(self._executors.scan, scan, self.root)
+            snapshot = scanning.hold_unreadable(snapshot, self._snapshot)  # a listing error is no removal
             if unsettled:
                 snapshot = scanning.hold_unsettled(snapshot, self._snapshot, unsettled)
             changes = diff(self._snapshot, snapshot)

@@ -8,7 +8,10 @@ Layout rules (Triton/OVMS style):
 - A version folder's name is a positive integer without leading zeros. Other folders inside a
   model are ignored with a warning.
 - Names starting with "." are ignored everywhere: copy to a hidden name, then rename into place,
-  to publish atomically.
+  to publish atomically. Names that are not UTF-8 are skipped with a warning (no client can send
+  such an id, and no metric label can hold it).
+- A folder that cannot be listed (EACCES, EMFILE, an NFS error: anything but vanishing) is not a
+  removal: Snapshot.unreadable names it, and hold_unreadable keeps what the previous scan saw there.
 
 Symlink rules (the scanner never leaves the repository), at every depth:
 - a link is followed only if its target (os.path.realpath) lies inside the repository root;
@@ -62,6 +65,7 @@ class Snapshot:
     root: Path
     models: Mapping[str, ModelEntry]
     warnings: tuple[str, ...] = ()
+    unreadable: tuple[Path, ...] = ()  # folders whose listing failed for a reason other than vanishing
 
 
 @dataclass(frozen=True)
@@ -75,11 +79,27 @@ class SnapshotDiff:
         return self.added | self.removed | self.modified
 
 
+MAX_VERSION = 2**63 - 1  # the status APIs address versions as 64-bit integers
+
+
 def parse_version(name: str) -> int | None:
     """The version number a folder name stands for, or None when it is not a valid version name."""
-    if name.isdigit() and name.isascii() and not name.startswith("0"):
+    if name.isdigit() and name.isascii() and not name.startswith("0") and len(name) <= 19 and int(name) <= MAX_VERSION:
         return int(name)
     return None
+
+
+def printable(name: str) -> str:
+    """`name` with any byte that was not UTF-8 (a lone surrogate from os.fsdecode) written as an escape."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- staying inside the repository
@@ -105,6 +125,7 @@ class _Walk:
         self.root = root
         self.real_root = os.path.realpath(root)
         self.claimed: dict[str, str] = {}  # real folder -> the id (path) that took it
+        self.unreadable: dict[Path, str] = {}  # folder -> why its listing failed
 
     def rel(self, path: Path | str) -> str:
         return Path(path).relative_to(self.root).as_posix()
@@ -121,11 +142,13 @@ class _Walk:
         return None if any(part.startswith(".") for part in rel.split("/")) else rel
 
 
-def _visible_entries(path: Path) -> list[os.DirEntry]:
+def _visible_entries(path: Path, walk: _Walk) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as it:
             return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError:  # vanished, unreadable, name too long, loop: it shows up (or not) in the next scan
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # vanished: it is gone. Else: not known
+            walk.unreadable[Path(path)] = exc.strerror or type(exc).__name__
         return []
 
 
@@ -182,7 +205,7 @@ def _fingerprint(walk: _Walk, path: Path, chain: Chain, warnings: list[str]) -> 
     pending = [(path, chain)]
     while pending:
         folder, folder_chain = pending.pop()
-        for entry in _visible_entries(folder):
+        for entry in _visible_entries(folder, walk):
             node, warning = _resolve(walk, entry, folder_chain)
             if warning is not None:
                 warnings.append(warning)
@@ -223,7 +246,7 @@ def _looks_like_model(entries: list[os.DirEntry], nodes: list[_Node]) -> bool:
 
 def _scan_model_at(walk: _Walk, path: Path, chain: Chain) -> ModelEntry | None:
     """The model in folder `path` (real path chain[-1]), or None when it is not a model."""
-    entries = _visible_entries(path)
+    entries = _visible_entries(path, walk)
     nodes: list[_Node] = []
     warnings: list[str] = []
     config_node, config_skipped = None, None
@@ -243,7 +266,8 @@ def _scan_model_at(walk: _Walk, path: Path, chain: Chain) -> ModelEntry | None:
             continue
         number = parse_version(node.name)
         if number is None:
-            warnings.append(f"ignored folder '{node.name}': a version folder name is a positive integer without leading zeros")
+            warnings.append(f"ignored folder '{printable(node.name)}': a version folder name is a positive integer "
+                            f"without leading zeros, at most {MAX_VERSION}")
             continue
         fingerprint = _fingerprint(walk, node.path, chain + (node.real,), warnings)
         versions[number] = VersionEntry(number, node.path, fingerprint, Path(node.real))
@@ -254,7 +278,7 @@ def _locate(walk: _Walk, model_id: str) -> tuple[Path, Chain] | None:
     """Follow a model id from the root, component by component, under the scan's link rules."""
     path, chain = walk.root, (walk.real_root,)
     for part in Path(model_id).parts:
-        entry = next((e for e in _visible_entries(path) if e.name == part), None)
+        entry = next((e for e in _visible_entries(path, walk) if e.name == part), None)
         if entry is None:
             return None
         node, _ = _resolve(walk, entry, chain)
@@ -280,9 +304,12 @@ def scan(root: Path) -> Snapshot:
     warnings: list[str] = []
     # Depth first in name order (a stack of (entry, chain of its folder)), so that which of two paths to
     # one folder keeps it does not depend on anything but the names.
-    pending = [(entry, (walk.real_root,)) for entry in reversed(_visible_entries(walk.root))]
+    pending = [(entry, (walk.real_root,)) for entry in reversed(_visible_entries(walk.root, walk))]
     while pending:
         entry, chain = pending.pop()
+        if not _is_utf8(entry.name):
+            warnings.append(f"'{printable(walk.rel(entry.path))}' skipped: the name is not valid UTF-8")
+            continue
         node, warning = _resolve(walk, entry, chain)
         if warning is not None:
             warnings.append(warning)
@@ -298,8 +325,34 @@ def scan(root: Path) -> Snapshot:
         if model is not None:
             models[rel] = model
         else:  # a namespace folder such as `org/`
-            pending.extend((child, inner) for child in reversed(_visible_entries(node.path)))
-    return Snapshot(walk.root, dict(sorted(models.items())), tuple(warnings))
+            pending.extend((child, inner) for child in reversed(_visible_entries(node.path, walk)))
+    for folder, why in walk.unreadable.items():
+        rel = walk.rel(folder) if folder != walk.root else "."
+        warnings.append(f"folder '{printable(rel)}' could not be listed ({why}); what it held keeps its previous state")
+    return Snapshot(walk.root, dict(sorted(models.items())), tuple(warnings), tuple(walk.unreadable))
+
+
+def hold_unreadable(new: Snapshot, previous: Snapshot | None) -> Snapshot:
+    """`new`, except under folders that could not be listed: the models and version folders that
+    `previous` saw there keep their entries, since an error listing a folder says nothing about what
+    it holds (a vanished folder is not unreadable: it is gone)."""
+    if not new.unreadable or previous is None:
+        return new
+    blocked = frozenset(new.unreadable)
+
+    def under(path: Path) -> bool:
+        return path in blocked or not blocked.isdisjoint(path.parents)
+
+    models = dict(new.models)
+    for model_id, old in previous.models.items():
+        if under(old.path):  # the model folder itself, a namespace above it, or the root
+            models[model_id] = old
+            continue
+        entry = models.get(model_id)
+        held = {n: v for n, v in old.versions.items() if under(v.path)}
+        if entry is not None and held:
+            models[model_id] = replace(entry, versions=dict(sorted({**entry.versions, **held}.items())))
+    return replace(new, models=dict(sorted(models.items())))
 
 
 def diff(old: Snapshot | None, new: Snapshot) -> SnapshotDiff:

@@ -140,3 +140,18 @@ def test_files_of_a_serving_version_overwritten_in_place_do_not_take_it_down(mod
             wait_for(lambda: reload_failed(model), what=f"{model}'s reload of the truncated files failed")
         assert client.embeddings.create(model="embed", input="a sentence").data[0].embedding == before
         assert server.process.poll() is None
+
+
+def test_a_folder_name_that_is_not_utf8_is_skipped_and_metrics_keep_working(server: ServerProcess,
+                                                                            models: Path) -> None:
+    """A Latin-1 name from an old archive: as a model id it became a metric label, and every /metrics
+    answer failed with a 500 until a restart."""
+    import shutil
+
+    staging = server.repository / ".latin1-incoming"
+    shutil.copytree(models / "tiny-embed", staging)
+    os.rename(os.fsencode(staging), os.path.join(os.fsencode(server.repository), b"mod\xe8le"))
+    assert server.post("/v1/config/reload").status_code == 200  # rescans and waits for the loads
+    assert server.get("/metrics").status_code == 200
+    assert _warnings(server, "not valid UTF-8")
+    assert not any(name.startswith("mod") for name in _served_ids(server))

@@ -316,3 +316,27 @@ async def test_rescan_repairs_a_broken_instance_without_traffic(tmp_path: Path, 
     await apply(manager)  # nothing changed on disk: the periodic rescan alone finds it
     assert broken.closed and loader.load_calls == 2
     assert states(manager, "m") == {1: "AVAILABLE"}
+
+
+async def test_a_folder_that_cannot_be_listed_unloads_nothing(tmp_path: Path, manager: ModelManager,
+                                                              loader: FakeLoader, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    write_model(tmp_path, "org/m", versions=(1,), config=EMBED)
+    await apply(manager)
+    serving = manager.resolve("org/m")
+    real = os.scandir
+
+    def scandir(path=".", *args):
+        if Path(path) == tmp_path / "org":
+            raise OSError(errno.EMFILE, "Too many open files", str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    await apply(manager)
+    assert manager.resolve("org/m") is serving and not serving.model.closed
+    assert states(manager, "org/m") == {1: "AVAILABLE"}
+    monkeypatch.setattr(os, "scandir", real)
+    await apply(manager)
+    assert manager.resolve("org/m") is serving and loader.load_calls == 1  # readable again: nothing to do

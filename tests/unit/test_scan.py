@@ -315,3 +315,72 @@ def test_writes_in_the_real_folder_of_a_linked_version_hold_it(tmp_path: Path) -
     os.symlink("../.store/2", root / "m" / "2")
     held = hold_unsettled(scan(root), before, frozenset({(root / ".store" / "2" / "weights.txt").resolve()}))
     assert sorted(held.models["m"].versions) == [1]
+
+
+def test_version_numbers_past_64_bits_are_ignored_like_other_bad_names(tmp_path: Path) -> None:
+    """The status APIs address versions as 64-bit integers: a folder named beyond that would serve
+    unversioned requests while no version route could name it."""
+    assert parse_version(str(2**63 - 1)) == 2**63 - 1
+    assert parse_version(str(2**63)) is None
+    assert parse_version("9" * 30) is None
+    write_model(tmp_path, "m", versions=(1,))
+    (tmp_path / "m" / ("9" * 30)).mkdir()
+    snapshot = scan(tmp_path)
+    assert sorted(snapshot.models["m"].versions) == [1]
+    assert any("9" * 30 in w for w in snapshot.models["m"].warnings)
+
+
+def test_a_name_that_is_not_utf8_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """An id with a lone surrogate (a Latin-1 folder name from an old archive) cannot be a label or be
+    sent by a client: as a Prometheus label it made every /metrics answer fail."""
+    write_model(tmp_path, "good", versions=(1,))
+    os.mkdir(os.path.join(os.fsencode(tmp_path), b"mod\xe8le"))
+    write_version(Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"mod\xe8le"))), 1)
+    snapshot = scan(tmp_path)
+    assert list(snapshot.models) == ["good"]
+    (warning,) = [w for w in snapshot.warnings if "UTF-8" in w]
+    warning.encode("utf-8")  # the warning itself is printable
+
+
+def _failing_scandir(monkeypatch: pytest.MonkeyPatch, failing: Path, error: int) -> None:
+    real = os.scandir
+
+    def scandir(path=".", *args):
+        if Path(path) == failing:
+            raise OSError(error, os.strerror(error), str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+@pytest.mark.parametrize("where", ["model", "namespace", "root", "version"])
+def test_a_folder_that_cannot_be_listed_keeps_what_was_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             where: str) -> None:
+    """EMFILE, EACCES or an NFS error while listing is not a removal: the previous scan's entries under
+    that folder stand (with a warning), and nothing is unloaded."""
+    import errno
+
+    from server.repository.scan import hold_unreadable
+
+    write_model(tmp_path, "org/m", versions=(1, 2), config={"task": "embeddings"})
+    write_model(tmp_path, "other", versions=(1,))
+    before = scan(tmp_path)
+    failing = {"model": tmp_path / "org" / "m", "namespace": tmp_path / "org", "root": tmp_path,
+               "version": tmp_path / "org" / "m" / "2"}[where]
+    _failing_scandir(monkeypatch, failing, errno.EMFILE)
+    snapshot = hold_unreadable(scan(tmp_path), before)
+    assert snapshot.models == before.models
+    assert diff(before, snapshot).changed == frozenset()
+    assert any("could not be listed" in w for w in snapshot.warnings), snapshot.warnings
+
+
+def test_a_folder_that_vanished_is_still_a_removal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from server.repository.scan import hold_unreadable
+
+    write_model(tmp_path, "m", versions=(1,))
+    before = scan(tmp_path)
+    _failing_scandir(monkeypatch, tmp_path / "m", errno.ENOENT)
+    snapshot = hold_unreadable(scan(tmp_path), before)
+    assert "m" not in snapshot.models
