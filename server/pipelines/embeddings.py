@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import openvino_genai as ov_genai
 
 from server.pipelines import ir, shapes
 from server.pipelines.base import ModelMetadata
@@ -14,6 +12,9 @@ from server.pipelines.batching import MicroBatcher
 from server.pipelines.lanes import InferRequests
 from server.pipelines.settings import EmbeddingSettings, PipelineSpec
 from server.pipelines.tokenizers import SharedTokenizer
+from server.pipelines.vocab_join import Vocabulary, read_vocabulary
+
+_UNREAD = object()  # TextEmbedder's vocabulary before its first read
 
 POOLINGS = ("cls", "mean", "last_token")
 
@@ -85,25 +86,11 @@ class EmbeddingRunner:
         self._requests = self._output = self._compiled = self._tokenizer = None
 
 
-def _read_vocabulary(tokenizer: ov_genai.Tokenizer, path: Path) -> list[str]:
+def _vocab_vector(tokenizer) -> list[str] | None:
     try:
         return list(tokenizer.get_vocab_vector())
     except RuntimeError:  # no detokenizer in the IR
-        pass
-    try:
-        vocab = json.loads((path / "tokenizer.json").read_text())["model"]["vocab"]
-        if isinstance(vocab, dict):
-            pieces = [""] * (max(vocab.values()) + 1)
-            for piece, index in vocab.items():
-                pieces[index] = piece
-            return pieces
-        return [entry[0] for entry in vocab]  # unigram: [[piece, score], ...]
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        pass
-    try:
-        return (path / "vocab.txt").read_text().splitlines()
-    except OSError:
-        return []
+        return None
 
 
 class TextEmbedder:
@@ -114,7 +101,7 @@ class TextEmbedder:
                  max_batch_size: int, batch_wait_ms: float, name: str, max_queued_items: int | None = None) -> None:
         self.max_length = max_length
         self._path = path
-        self._vocabulary: list[str] | None = None
+        self._vocabulary: Vocabulary | None | object = _UNREAD
         self._runner = EmbeddingRunner(path, spec, pooling=pooling, normalize=normalize, max_length=max_length)
         self.tokenizer = SharedTokenizer(path)  # request threads share it
         # A first call compiles and tells the dimension; a broken IR fails here, at load time.
@@ -134,12 +121,12 @@ class TextEmbedder:
         results = await self.batcher.submit(texts)
         return [vector for vector, _ in results], [count for _, count in results]
 
-    def vocabulary(self) -> list[str] | None:
-        """Token id -> piece, for token-id inputs: from the detokenizer if the model has one, else from
-        the tokenizer.json / vocab.txt that optimum exports beside the IR. None when neither exists."""
-        if self._vocabulary is None:
-            self._vocabulary = _read_vocabulary(self.tokenizer, self._path)
-        return self._vocabulary or None
+    def vocabulary(self) -> Vocabulary | None:
+        """Token id -> piece and how pieces join into text, for token-id inputs (see vocab_join.py).
+        None when the model has no vocabulary file, or one of a family that is not joined."""
+        if self._vocabulary is _UNREAD:
+            self._vocabulary = read_vocabulary(self._path, _vocab_vector(self.tokenizer))
+        return self._vocabulary
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()

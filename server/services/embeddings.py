@@ -33,9 +33,8 @@ async def prepare_input(embedder: TextEmbedder, value: str | list, *, token_ids:
 
 
 def input_texts(embedder: TextEmbedder, value: str | list) -> list[str]:
-    """OpenAI `input` in any of its forms -> texts. TextEmbeddingPipeline takes text and embedding
-    models ship no detokenizer, so token ids (of this model's vocabulary) are joined back into text
-    from the vocabulary pieces: exact for WordPiece, BPE and SentencePiece word markers."""
+    """OpenAI `input` in any of its forms -> texts. Token ids (of this model's vocabulary) are joined
+    back into text by the rules of the vocabulary's family (pipelines/vocab_join.py)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value[0], str):
@@ -43,27 +42,16 @@ def input_texts(embedder: TextEmbedder, value: str | list) -> list[str]:
     batches = [value] if isinstance(value[0], int) else value
     vocabulary = embedder.vocabulary()
     if vocabulary is None:
-        raise BadRequest("This model cannot take token ids (it has no detokenizer or vocabulary file): send text",
+        raise BadRequest("This model cannot take token ids (it has no vocabulary file, or one whose pieces are "
+                         "not joined back into text exactly: WordPiece, byte-level BPE, SentencePiece): send text",
                          param="input")
     texts = []
     for index, ids in enumerate(batches):
-        if max(ids) >= len(vocabulary):
+        if max(ids) >= len(vocabulary.pieces):
             raise BadRequest(f"Input {index} has token id {max(ids)}, beyond this model's vocabulary of "
-                             f"{len(vocabulary)}", param="input")
-        texts.append(_join_pieces(vocabulary[i] for i in ids))
+                             f"{len(vocabulary.pieces)}", param="input")
+        texts.append(vocabulary.join(ids))
     return texts
-
-
-def _join_pieces(pieces) -> str:
-    text = ""
-    for piece in pieces:
-        if piece.startswith("##"):
-            text += piece[2:]
-        elif piece[:1] in ("\u2581", "\u0120"):  # SentencePiece / byte-level BPE word start
-            text += " " + piece[1:]
-        else:
-            text += " " + piece
-    return text.strip()
 
 
 async def embed(embedder: TextEmbedder, texts: list[str], *, truncate: bool, param: str) -> tuple[list[np.ndarray], int]:

@@ -7,6 +7,7 @@ from structlog.testing import capture_logs
 
 from server.errors import BadRequest, EngineFailure, Overloaded
 from server.pipelines.batching import ItemFailed, MicroBatcher
+from server.pipelines.vocab_join import WORDPIECE, Vocabulary
 from server.services import embeddings as embeddings_service
 
 TIMEOUT = 10  # a hang fails the test instead of stalling the suite
@@ -303,9 +304,9 @@ class FakeEmbedder:
         results = await self.batcher.submit(texts)
         return [v for v, _ in results], [n for _, n in results]
 
-    def vocabulary(self) -> list[str]:
+    def vocabulary(self) -> Vocabulary:
         self.threads.append(threading.current_thread().name)
-        return ["hello", "world", "##s"]
+        return Vocabulary(["hello", "world", "##s"], WORDPIECE)
 
 
 async def test_embed_names_the_failing_input_under_the_route_param() -> None:
