@@ -79,6 +79,8 @@ class OpenVINOLoader:
                 return GenerationModel(version_path, spec, metadata, model_id, build_lock=_BUILD_LOCK)
             with _BUILD_LOCK:
                 return _MODEL_CLASSES[spec.task](version_path, spec, metadata, model_id)
+        except ModelLoadError:  # a pipeline's own, clear refusal
+            raise
         except Exception as exc:  # OpenVINO raises RuntimeError with C++ traces: log it, show a summary
             raise ModelLoadError(
                 f"version {version_path.name} failed to load: OpenVINO could not build a {spec.task} pipeline "

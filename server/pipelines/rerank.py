@@ -10,10 +10,11 @@ import numpy as np
 import openvino_genai as ov_genai
 
 from server.pipelines import ir, shapes
-from server.pipelines.base import ModelMetadata
+from server.pipelines.base import ModelLoadError, ModelMetadata
 from server.pipelines.batching import ItemFailed, MicroBatcher
 from server.pipelines.embeddings import TextEmbedder
 from server.pipelines.lanes import InferRequests
+from server.pipelines.pair_template import PairTemplate, bert_layout, read_pair_template
 from server.pipelines.settings import PipelineSpec, RerankSettings
 from server.pipelines.tokenizers import SharedTokenizer, preparation_thread
 
@@ -59,8 +60,8 @@ class CrossEncoderScorer:
     from different requests share one inference, which TextRerankPipeline (one query per call) cannot
     do. (TextRerankPipeline 2026.4 also corrupted the heap on batches of very short texts here.)
 
-    Pairs are laid out as the tokenizer frames a single text, BERT style: prefix + query + suffix +
-    text + suffix (e.g. [CLS] q [SEP] t [SEP]), with token_type_ids 0 then 1; score = sigmoid(logit)."""
+    Pairs are framed by the tokenizer's own pair template (pair_template.py: [CLS] q [SEP] t [SEP] for
+    BERT, <s> q </s></s> t </s> for RoBERTa/XLM-R); score = sigmoid(the one logit)."""
 
     query_in_window = True
 
@@ -75,13 +76,15 @@ class CrossEncoderScorer:
         self._requests = InferRequests(self._compiled)  # one per lane of the batcher
         self.tokenizer = SharedTokenizer(path)  # request preparation (token counts), off the event loop
         self._batch_tokenizer = SharedTokenizer(path)  # the batcher's lanes, one at a time
-        framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
-        bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
-        at = framed.index(bare[0])
-        self._prefix, self._suffix = framed[:at], framed[at + len(bare):]
-        self.special_tokens = len(self._prefix) + 2 * len(self._suffix)
+        self._template = read_pair_template(path) or self._single_text_layout()
+        self.special_tokens = self._template.special_tokens
         pad = self.tokenizer.get_pad_token_id()
         self._pad = pad if pad >= 0 else 0
+        logits = self._compiled.output(0).get_partial_shape()
+        if logits.rank.is_static and logits.rank.get_length() >= 2 and logits[-1].is_static and logits[-1].get_length() != 1:
+            raise ModelLoadError(
+                f"version {path.name}: a rerank model outputs one logit per pair; this one outputs "
+                f"{logits[-1].get_length()} (a classifier with several labels cannot rank)", code="FAILED_PRECONDITION")
         self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
             self._score_batch, max_batch_size=settings.max_batch_size, wait_s=settings.batch_wait_ms / 1000,
@@ -92,10 +95,9 @@ class CrossEncoderScorer:
         texts = _rows(self._batch_tokenizer, [t for _, t in pairs])
         rows, types = [], []
         for query, text in zip(queries, texts):
-            first = self._prefix + query + self._suffix
-            row = (first + text + self._suffix)[: self.max_length]
+            row, kinds = self._template.frame(query, text, self.max_length)
             rows.append(row)
-            types.append(([0] * len(first) + [1] * (len(row) - len(first)))[: len(row)])
+            types.append(kinds)
         width = max(len(row) for row in rows)
         input_ids = np.full((len(rows), width), self._pad, dtype=np.int64)
         attention = np.zeros((len(rows), width), dtype=np.int64)
@@ -114,6 +116,13 @@ class CrossEncoderScorer:
 
     async def score(self, query: str, texts: list[str]) -> list[float]:
         return await self.batcher.submit([(query, text) for text in texts])
+
+    def _single_text_layout(self) -> PairTemplate:
+        """BERT's layout from how the tokenizer frames one text (no tokenizer.json to read)."""
+        framed = self.tokenizer.encode("a").input_ids.data[0].tolist()
+        bare = self.tokenizer.encode("a", add_special_tokens=False).input_ids.data[0].tolist()
+        at = framed.index(bare[0])
+        return bert_layout(framed[:at], framed[at + len(bare):])
 
     def close(self) -> None:
         self.batcher.close()
