@@ -247,9 +247,10 @@ class GenerationEngine:
 
     def admit(self, sequences: int = 1) -> "Reservation":
         """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, BadRequest when
-        `sequences` alone exceeds max_num_seqs + max_queued_requests, Overloaded (429) beyond it with the rest. A request reserves all its n choices before its
-        response starts, so a refusal still gets its status code and no other request can take the
-        slots in between; each generate() takes one, and release() frees what was not taken."""
+        `sequences` alone exceed max_num_seqs + max_queued_requests, Overloaded (429) when they do with
+        the others open. A request reserves all its n choices before its response starts, so a refusal
+        still gets its status code and no other request can take the slots in between; each generate()
+        takes one, and release() frees what was not taken."""
         if self._dead:
             raise EngineUnavailable(self._dead)
         if sequences > self._capacity:  # would never fit: retrying cannot help, so not a 429

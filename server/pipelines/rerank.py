@@ -81,10 +81,11 @@ class CrossEncoderScorer:
         pad = self.tokenizer.get_pad_token_id()
         self._pad = pad if pad >= 0 else 0
         logits = self._compiled.output(0).get_partial_shape()
-        if logits.rank.is_static and logits.rank.get_length() >= 2 and logits[-1].is_static and logits[-1].get_length() != 1:
-            raise ModelLoadError(
-                f"version {path.name}: a rerank model outputs one logit per pair; this one outputs "
-                f"{logits[-1].get_length()} (a classifier with several labels cannot rank)", code="FAILED_PRECONDITION")
+        width = logits[-1] if logits.rank.is_static and logits.rank.get_length() >= 2 else None
+        if width is not None and width.is_static and width.get_length() != 1:
+            raise ModelLoadError(f"version {path.name}: a rerank model outputs one logit per pair; this one outputs "
+                                 f"{width.get_length()} (a classifier with several labels cannot rank)",
+                                 code="FAILED_PRECONDITION")
         self._score_batch([("warm up", "warm up")])  # compiles shapes, and fails now for a broken IR
         self.batcher: MicroBatcher[Pair, float] = MicroBatcher(
             self._score_batch, max_batch_size=settings.max_batch_size, wait_s=settings.batch_wait_ms / 1000,
