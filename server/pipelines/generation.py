@@ -52,6 +52,22 @@ DEFAULT_STALL_TIMEOUT_S = 120.0
 GAUGE_REFRESH_S = 1.0
 
 
+# Workers still building their pipeline: shutdown stops them (stop_starting_workers) rather than wait
+# for a compile whose result it would discard.
+_starting: set[subprocess.Popen] = set()
+_starting_lock = threading.Lock()
+
+
+def stop_starting_workers() -> int:
+    """Kill every generation worker that is still loading; their engines' constructors then fail at
+    once. Returns how many there were."""
+    with _starting_lock:
+        workers = list(_starting)
+    for worker in workers:
+        worker.kill()  # SIGKILL: nothing to save in a half-built pipeline, and it works on a stopped one
+    return len(workers)
+
+
 def context_length(path: Path, settings: GenerationSettings) -> int:
     """Configured max_context_length, else the HF config's max_position_embeddings, else a default."""
     if settings.max_context_length:
@@ -177,14 +193,19 @@ class GenerationEngine:
         self._conn = Connection(parent_sock.detach())
         self._process: subprocess.Popen | None = None
         try:
-            with child_sock:
+            with child_sock, _starting_lock:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno()),
                      str(os.getpid())],
                     pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=_worker_environment(),
                 )
+                _starting.add(self._process)
             self._conn.send((str(path), asdict(settings), spec.device, dict(spec.plugin_config)))
-            self.defaults = self._wait_ready()
+            try:
+                self.defaults = self._wait_ready()
+            finally:
+                with _starting_lock:
+                    _starting.discard(self._process)
             log.info("generation_worker_ready", model=self._name, pid=self._process.pid,
                      detokenizer=self.defaults.get("detokenizer"))
         except BaseException:

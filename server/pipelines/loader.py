@@ -10,7 +10,7 @@ from pathlib import Path
 from server.pipelines import ir
 from server.pipelines.base import LoadedModel, ModelLoadError
 from server.pipelines.embeddings import EmbeddingModel
-from server.pipelines.generation import GenerationModel
+from server.pipelines.generation import GenerationModel, stop_starting_workers
 from server.pipelines.rerank import RerankModel
 from server.pipelines.settings import PipelineSpec
 
@@ -87,6 +87,11 @@ class OpenVINOLoader:
                 "from its files (corrupt, incomplete or incompatible IR); see the server log for details",
                 detail=f"{type(exc).__name__}: {exc}",
             ) from exc
+
+    def abandon_loads(self) -> int:
+        """At shutdown: stop the generation workers still loading (a compile can take minutes, and the
+        manager discards what such a load returns). In-process compiles (embeddings, rerank) run on."""
+        return stop_starting_workers()
 
     def infer_task(self, version_path: Path) -> str | None:
         if self._root is not None and links_outside(version_path, self._root):

@@ -338,6 +338,9 @@ class ModelManager:
         try:
             loaded = await self._run(self._executors.load, self._loader.load, version.path, config.pipeline, model_id)
         except ModelLoadError as exc:
+            if self._closing:  # stopped by the shutdown (abandon_loads): not the model's failure
+                log.info("model_load_abandoned", model=model_id, version=version.version, reason="server shutting down")
+                return exc
             metrics.MODEL_LOADS.labels(model_id, "failure").inc()
             log.error("model_load_failed", model=model_id, version=version.version, error=exc.message,
                       detail=exc.detail[:2000], duration_ms=round((time.monotonic() - started) * 1000, 1))
@@ -600,6 +603,10 @@ class ModelManager:
             record.stamp += 1
             for instance in list(record.instances.values()):
                 self._retire(record, instance, "server shutting down")
+        abandon = getattr(self._loader, "abandon_loads", None)
+        stopped = abandon() if abandon is not None else 0
+        if stopped:
+            log.info("loads_abandoned", workers=stopped, reason="server shutting down")
         await self.settle()
         for executor in self._executors.all:
             executor.shutdown(wait=True)

@@ -109,3 +109,29 @@ def test_a_stream_longer_than_the_shutdown_timeout_is_cut_and_the_server_still_e
         except ProcessLookupError:
             pass
         server.stop()
+
+
+def test_sigterm_while_a_generation_worker_is_still_loading_exits_promptly(models: Path, tmp_path: Path) -> None:
+    """A load under way (here a worker SIGSTOPped while it builds its pipeline: compiling a large model
+    takes minutes) held the exit until it ended, up to the 600 s start timeout: Kubernetes then kills
+    the pod. The server stops such workers at shutdown; their load is discarded anyway."""
+    root = tmp_path / "repository"
+    root.mkdir()
+    server = ServerProcess(root, tmp_path / "server.log", extra_args=("--shutdown-timeout", "5")).start()
+    worker = None
+    try:
+        copy_model(models / "tiny-chat", root / "chat")
+        (worker,) = wait_for(server.worker_pids, what="the worker being started")
+        os.kill(worker, signal.SIGSTOP)  # its pipeline is never built now
+        assert server.version_states("chat") == {"1": "LOADING"}
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0  # a bound only: it exits as soon as the worker is gone
+        assert not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read().split()[2] == "Z"
+        assert server.log_events("loads_abandoned") and not server.log_events("model_load_failed")
+    finally:
+        if worker is not None:
+            try:
+                os.kill(worker, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        server.stop()
