@@ -57,3 +57,6 @@ class ModelLoader(Protocol):
 
     def infer_task(self, version_path: Path) -> str | None:
         """Blocking: the task a version folder's files imply, or None when ambiguous."""
+
+    def abandon_loads(self) -> int:
+        """At shutdown: stop the loads that can be stopped, refuse new ones; returns how many stopped."""

@@ -35,7 +35,7 @@ import openvino_genai as ov_genai
 import structlog
 
 from server import metrics, native_memory
-from server.errors import BadRequest, Overloaded
+from server.errors import Overloaded
 from server.pipelines.base import ModelMetadata
 from server.pipelines.grammar_probe import GrammarProbe
 from server.pipelines.settings import GenerationSettings, PipelineSpec
@@ -53,15 +53,19 @@ GAUGE_REFRESH_S = 1.0
 
 
 # Workers still building their pipeline: shutdown stops them (stop_starting_workers) rather than wait
-# for a compile whose result it would discard.
+# for a compile whose result it would discard; from then on no worker starts.
 _starting: set[subprocess.Popen] = set()
 _starting_lock = threading.Lock()
+_stopped = False
 
 
 def stop_starting_workers() -> int:
-    """Kill every generation worker that is still loading; their engines' constructors then fail at
-    once. Returns how many there were."""
+    """Kill every generation worker that is still loading, and refuse to start any more (for the rest
+    of this process: called at shutdown); their engines' constructors then fail at once. Returns how
+    many were killed."""
+    global _stopped
     with _starting_lock:
+        _stopped = True
         workers = list(_starting)
     for worker in workers:
         worker.kill()  # SIGKILL: nothing to save in a half-built pipeline, and it works on a stopped one
@@ -194,6 +198,8 @@ class GenerationEngine:
         self._process: subprocess.Popen | None = None
         try:
             with child_sock, _starting_lock:
+                if _stopped:
+                    raise RuntimeError("the server is shutting down: no generation worker starts")
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "server.pipelines.generation_worker", str(child_sock.fileno()),
                      str(os.getpid())],
@@ -267,22 +273,24 @@ class GenerationEngine:
                 self._publish_load()
 
     def admit(self, sequences: int = 1) -> "Reservation":
-        """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, BadRequest when
-        `sequences` alone exceed max_num_seqs + max_queued_requests, Overloaded (429) when they do with
-        the others open. A request reserves all its n choices before its response starts, so a refusal
-        still gets its status code and no other request can take the slots in between; each generate()
-        takes one, and release() frees what was not taken."""
+        """Hold `sequences` slots now, or raise: EngineUnavailable when the worker is gone, Overloaded (429)
+        beyond max_num_seqs + max_queued_requests (callers refuse a request larger than `capacity` alone
+        first: retrying that cannot help). A request reserves all its n choices before its response
+        starts, so a refusal still gets its status code and no other request can take the slots in
+        between; each generate() takes one, and release() frees what was not taken."""
         if self._dead:
             raise EngineUnavailable(self._dead)
-        if sequences > self._capacity:  # would never fit: retrying cannot help, so not a 429
-            raise BadRequest(f"This request needs {sequences} sequences (prompts x n); this model runs and queues "
-                             f"at most {self._capacity}: send fewer prompts or a smaller n", param="n")
         if len(self._queues) + self._reserved + sequences > self._capacity:
             raise Overloaded(f"The generation queue is full ({self._capacity} requests); retry later")
         self._reserved += sequences
         reservation = Reservation(self, sequences)
         self._publish_load()
         return reservation
+
+    @property
+    def capacity(self) -> int:
+        """Most sequences open at once: max_num_seqs running + max_queued_requests waiting."""
+        return self._capacity
 
     def _publish_load(self) -> None:
         """Open sequences, running (scheduled by the pipeline's latest step) and waiting (admitted, not

@@ -83,10 +83,11 @@ def scheduler_config(settings: dict) -> ov_genai.SchedulerConfig:
 
 
 def engine_properties(settings: dict, plugin_config: dict) -> dict:
-    """The pipeline's properties: the model's plugin_config, plus GenAI's prompt_lookup switch when the
-    model asks for prompt-lookup decoding (every request then carries num_assistant_tokens and
-    max_ngram_size: see services/generation_plan.py)."""
-    properties = {**PRIVATE_WEIGHTS, **plugin_config}  # {"ENABLE_MMAP": true} in plugin_config maps the files again
+    """The pipeline's properties: ENABLE_MMAP false (ir.PRIVATE_WEIGHTS) unless the model's plugin_config
+    says otherwise, the plugin_config, and GenAI's prompt_lookup switch when the model asks for
+    prompt-lookup decoding (every request then carries num_assistant_tokens and max_ngram_size: see
+    services/generation_plan.py)."""
+    properties = {**PRIVATE_WEIGHTS, **plugin_config}
     if settings.get("prompt_lookup"):
         properties["prompt_lookup"] = True
     return properties

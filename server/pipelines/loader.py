@@ -58,8 +58,11 @@ class OpenVINOLoader:
     def __init__(self, model_defaults: dict[str, dict] | None = None, *, root: Path | None = None) -> None:
         self._defaults = model_defaults or {}
         self._root = root  # the repository: no file of a model may resolve outside it
+        self._abandoned = False  # set at shutdown (abandon_loads)
 
     def load(self, version_path: Path, spec: PipelineSpec, model_id: str) -> LoadedModel:
+        if self._abandoned:  # queued behind other loads when the shutdown began
+            raise ModelLoadError(f"version {version_path.name} was not loaded: the server is shutting down")
         spec = with_server_defaults(spec, self._defaults)
         outside = links_outside(version_path, self._root) if self._root is not None else []
         if outside:
@@ -90,7 +93,9 @@ class OpenVINOLoader:
 
     def abandon_loads(self) -> int:
         """At shutdown: stop the generation workers still loading (a compile can take minutes, and the
-        manager discards what such a load returns). In-process compiles (embeddings, rerank) run on."""
+        manager discards what such a load returns), and refuse loads not started yet. In-process
+        compiles under way (embeddings, rerank: seconds) run on."""
+        self._abandoned = True
         return stop_starting_workers()
 
     def infer_task(self, version_path: Path) -> str | None:

@@ -21,7 +21,7 @@ from server.pipelines import ir
 
 class SharedTokenizer:
     def __init__(self, path: Path | str) -> None:
-        self._tokenizer = ov_genai.Tokenizer(str(path), ir.PRIVATE_WEIGHTS)
+        self._tokenizer = ov_genai.Tokenizer(str(path), **ir.PRIVATE_WEIGHTS)
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:

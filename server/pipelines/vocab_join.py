@@ -8,6 +8,8 @@ vocabulary's family; the text then tokenizes back into the same pieces:
   byte-to-unicode table: "Ġ" is a space, "Ċ" a newline), so the pieces join without spaces;
 - SentencePiece (XLM-R, e5-multilingual, Llama): "▁" marks a space, "<0xNN>" pieces are raw bytes,
   other pieces continue the word; the leading space SentencePiece adds is dropped.
+Added tokens (tokenizer.json `added_tokens`: special tokens such as Qwen's `<|endoftext|>`, often
+outside `model.vocab`) are their literal text in any family.
 A vocabulary of another kind is not joined (None: the request is refused).
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -43,20 +45,29 @@ def _byte_of_character() -> dict[str, int]:
 class Vocabulary:
     pieces: list[str]
     style: str
+    added: dict[int, str] = field(default_factory=dict)  # id -> literal text of an added token
 
     def join(self, ids: Iterable[int]) -> str:
-        pieces = [self.pieces[i] for i in ids]
         if self.style == WORDPIECE:
-            return "".join(p[2:] if p.startswith("##") else " " + p for p in pieces).strip()
-        if self.style == BYTE_LEVEL:
-            table = _byte_of_character()
-            return bytes(table[c] for p in pieces for c in p if c in table).decode("utf-8", "replace")
+            return "".join(self._wordpiece(i) for i in ids).strip()
         data = bytearray()
-        for piece in pieces:
-            byte = _BYTE_PIECE.fullmatch(piece)
-            data += bytes([int(byte.group(1), 16)]) if byte else piece.replace("\u2581", " ").encode()
+        table = _byte_of_character()
+        for i in ids:
+            piece = self.pieces[i]
+            if i in self.added:
+                data += piece.encode()
+            elif self.style == BYTE_LEVEL:
+                data += bytes(table[c] for c in piece if c in table)
+            elif byte := _BYTE_PIECE.fullmatch(piece):
+                data += bytes([int(byte.group(1), 16)])
+            else:
+                data += piece.replace("\u2581", " ").encode()
         text = data.decode("utf-8", "replace")
-        return text[1:] if text.startswith(" ") else text
+        return text[1:] if self.style == SENTENCEPIECE and text.startswith(" ") else text
+
+    def _wordpiece(self, i: int) -> str:
+        piece = self.pieces[i]
+        return piece[2:] if piece.startswith("##") and i not in self.added else " " + piece
 
 
 def _style_of_tokenizer_json(document: dict) -> str | None:
@@ -101,8 +112,13 @@ def read_vocabulary(path: Path, vocab_vector: list[str] | None) -> Vocabulary | 
     try:
         document = json.loads((path / "tokenizer.json").read_text())
         pieces = _pieces_of(document["model"]["vocab"])
+        added = {int(t["id"]): str(t["content"]) for t in document.get("added_tokens") or []}
+        if added:
+            pieces += [""] * (max(added) + 1 - len(pieces))
+            for index, content in added.items():
+                pieces[index] = content
         style = _style_of_tokenizer_json(document)
-        return Vocabulary(pieces, style) if style else None
+        return Vocabulary(pieces, style, added) if style else None
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
         pass
     if vocab_vector:

@@ -99,8 +99,24 @@ def _problem(error: jsonschema.ValidationError) -> ConfigProblem:
     return ConfigProblem(_pointer(error.absolute_path), error.message)
 
 
+MAX_DEPTH = 32  # no valid config.json nests past a few levels; the validator (and its messages) recurse
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
 def validate(document: Any) -> list[ConfigProblem]:
     """All problems of a parsed config.json, sorted by pointer; empty when valid."""
+    if _depth_exceeds(document, MAX_DEPTH):  # checked without recursion, before the validator recurses
+        return [ConfigProblem("", f"config.json nests more than {MAX_DEPTH} levels deep")]
     problems = [_problem(e) for e in _validator().iter_errors(document)]
     return sorted(problems, key=lambda p: p.pointer)
 

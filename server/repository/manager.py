@@ -334,6 +334,9 @@ class ModelManager:
     # ---------------------------------------------------------------- loading and retiring
 
     async def _load(self, model_id: str, version: VersionEntry, config: model_config.ModelConfig) -> Instance | ModelLoadError:
+        if self._closing:
+            log.info("model_load_abandoned", model=model_id, version=version.version, reason="server shutting down")
+            return ModelLoadError(f"version {version.version} was not loaded: the server is shutting down")
         started = time.monotonic()
         try:
             loaded = await self._run(self._executors.load, self._loader.load, version.path, config.pipeline, model_id)
@@ -603,8 +606,7 @@ class ModelManager:
             record.stamp += 1
             for instance in list(record.instances.values()):
                 self._retire(record, instance, "server shutting down")
-        abandon = getattr(self._loader, "abandon_loads", None)
-        stopped = abandon() if abandon is not None else 0
+        stopped = self._loader.abandon_loads()
         if stopped:
             log.info("loads_abandoned", workers=stopped, reason="server shutting down")
         await self.settle()

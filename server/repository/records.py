@@ -137,10 +137,7 @@ def not_serving_reason(record: ModelRecord) -> str:
     if any(status.state in (VersionState.START, VersionState.LOADING) for status in record.status.values()):
         return "loading"
     failed = [n for n, status in record.status.items() if status.error_message]
-    if failed:
-        newest = max(failed)
-        return f"version {newest} failed to load: {record.status[newest].error_message}"
-    return "loading"
+    return record.status[max(failed)].error_message if failed else "loading"  # the loader's message names it
 
 
 def validate_model_id(model_id: str) -> str:

@@ -340,18 +340,30 @@ def hold_unreadable(new: Snapshot, previous: Snapshot | None) -> Snapshot:
         return new
     blocked = frozenset(new.unreadable)
 
-    def under(path: Path) -> bool:
+    def under(path: Path) -> bool:  # the folder itself, or one above it, could not be listed
         return path in blocked or not blocked.isdisjoint(path.parents)
 
+    def touched(path: Path) -> bool:  # ... or one inside it: its fingerprint is incomplete
+        return under(path) or any(path in folder.parents for folder in blocked)
+
+    before = previous.models
     models = dict(new.models)
-    for model_id, old in previous.models.items():
-        if under(old.path):  # the model folder itself, a namespace above it, or the root
+    for model_id in sorted(new.models.keys() | before.keys()):
+        old, entry = before.get(model_id), new.models.get(model_id)
+        if old is not None and under(old.path):  # the model folder, a namespace above it, or the root
             models[model_id] = old
             continue
-        entry = models.get(model_id)
-        held = {n: v for n, v in old.versions.items() if under(v.path)}
-        if entry is not None and held:
-            models[model_id] = replace(entry, versions=dict(sorted({**entry.versions, **held}.items())))
+        if entry is None:
+            continue
+        versions = {}
+        for number, version in entry.versions.items():
+            if not touched(version.path):
+                versions[number] = version
+            elif old is not None and number in old.versions:
+                versions[number] = old.versions[number]  # as the previous scan saw it
+            # else: a new version that could not be read whole is left out until it can
+        if versions != dict(entry.versions):
+            models[model_id] = replace(entry, versions=dict(sorted(versions.items())))
     return replace(new, models=dict(sorted(models.items())))
 
 

@@ -46,6 +46,11 @@ async def check_structured_output(model: GenerationModel, plan: GenerationPlan) 
 
 def _admit(model: GenerationModel, plan: GenerationPlan) -> Reservation:
     """Reserve all n choices' slots now, before any response starts, or refuse."""
+    sequences, capacity = len(plan.configs), model.engine.capacity
+    if sequences > capacity:  # would never fit: retrying cannot help, so a 400, not a 429
+        param = "prompt" if len(plan.configs) == len(plan.prompts) else "n"  # n = 1: the prompts are too many
+        raise BadRequest(f"This request needs {sequences} sequences (prompts x n); this model runs and queues at "
+                         f"most {capacity}: send fewer prompts or a smaller n", param=param)
     try:
         return model.engine.admit(len(plan.configs))
     except EngineUnavailable as exc:

@@ -108,14 +108,25 @@ def _check_bounds(schema: dict, where: str) -> None:
         low, high = schema.get(low_key), schema.get(high_key)
         if _number(low) and _number(high) and low > high:
             raise _bad(f"{where}: {low_key} {low} is above {high_key} {high}")
+    if _is_integer_schema(schema):
+        _check_integer_range(schema, where)
+        return
     low = schema.get("exclusiveMinimum", schema.get("minimum"))
     high = schema.get("exclusiveMaximum", schema.get("maximum"))
-    if _number(low) and _number(high):
-        if low >= high and ("exclusiveMinimum" in schema or "exclusiveMaximum" in schema):
-            raise _bad(f"{where}: no number lies between the bounds")
-        whole = isinstance(low, int) or low.is_integer()  # ints in int64 here (_check_int64): no float() of a huge one
-        if schema.get("type") == "integer" and int(high) < low + (0 if whole else 1):
-            raise _bad(f"{where}: no integer lies between the bounds")
+    if _number(low) and _number(high) and low >= high and ("exclusiveMinimum" in schema or "exclusiveMaximum" in schema):
+        raise _bad(f"{where}: no number lies between the bounds")
+
+
+def _check_integer_range(schema: dict, where: str) -> None:
+    """The compiler wants an integer schema's bounds whole, and a range that holds an integer."""
+    bounds = {key: schema[key] for key in _NUMBER_BOUNDS if _number(schema.get(key))}
+    for key, value in bounds.items():
+        if isinstance(value, float):  # the body parser made whole floats ints already
+            raise _bad(f"{where}: {key} {value} of an integer schema is not a whole number")
+    lows = [bounds[k] + (k == "exclusiveMinimum") for k in ("minimum", "exclusiveMinimum") if k in bounds]
+    highs = [bounds[k] - (k == "exclusiveMaximum") for k in ("maximum", "exclusiveMaximum") if k in bounds]
+    if lows and highs and max(lows) > min(highs):
+        raise _bad(f"{where}: no integer lies between the bounds")
 
 
 def _unsupported_construct(parsed: sre_parse.SubPattern) -> str | None:

@@ -343,7 +343,8 @@ def test_openai_client_sees_bad_request_not_server_error(client: OpenAI) -> None
 
 def test_a_request_larger_than_the_whole_queue_is_400_not_429(server: ServerProcess, client: OpenAI) -> None:
     """6 prompts x n = 16 is 96 sequences, more than the engine ever admits (16 running + 64 queued by
-    default): retrying cannot help, so it is a 400 naming n, not a 429 the SDKs retry for nothing."""
+    default): retrying cannot help, so it is a 400 naming n, not a 429 the SDKs retry for nothing.
+    (Which param is named when the prompts alone are too many: tests/unit/test_admission.py.)"""
     response = requests.post(server.url("/v3/completions"), timeout=30,
                              json={"model": CHAT, "prompt": ["hi"] * 6, "n": 16, "max_tokens": 2})
     body = assert_envelope("/v3/completions", response, 400)

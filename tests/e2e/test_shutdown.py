@@ -117,17 +117,20 @@ def test_sigterm_while_a_generation_worker_is_still_loading_exits_promptly(model
     the pod. The server stops such workers at shutdown; their load is discarded anyway."""
     root = tmp_path / "repository"
     root.mkdir()
-    server = ServerProcess(root, tmp_path / "server.log", extra_args=("--shutdown-timeout", "5")).start()
+    server = ServerProcess(root, tmp_path / "server.log",
+                           extra_args=("--shutdown-timeout", "5", "--load-workers", "1")).start()
     worker = None
     try:
-        copy_model(models / "tiny-chat", root / "chat")
+        copy_model(models / "tiny-chat", root / "chat-a")
+        copy_model(models / "tiny-chat", root / "chat-b")  # queued behind chat-a's load (one load worker)
         (worker,) = wait_for(server.worker_pids, what="the worker being started")
         os.kill(worker, signal.SIGSTOP)  # its pipeline is never built now
-        assert server.version_states("chat") == {"1": "LOADING"}
+        assert [server.version_states(m) for m in ("chat-a", "chat-b")] == [{"1": "LOADING"}] * 2
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0  # a bound only: it exits as soon as the worker is gone
         assert not os.path.exists(f"/proc/{worker}") or open(f"/proc/{worker}/stat").read().split()[2] == "Z"
         assert server.log_events("loads_abandoned") and not server.log_events("model_load_failed")
+        assert len(server.log_events("generation_worker_ready")) == 0
     finally:
         if worker is not None:
             try:

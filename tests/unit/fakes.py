@@ -96,6 +96,9 @@ class FakeLoader:
             self.loaded.append(model)
         return model
 
+    def abandon_loads(self) -> int:
+        return 0  # a fake load cannot be stopped; the tests open their gates
+
     def infer_task(self, version_path: Path) -> str | None:
         task = version_path / "task.txt"
         return task.read_text() if task.exists() else None

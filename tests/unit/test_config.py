@@ -86,3 +86,12 @@ def test_prompt_lookup_options_are_validated() -> None:
     assert problems({"task": "text_generation", "text_generation": {"max_ngram_size": 100}}) == [
         "/text_generation/max_ngram_size: 100 is greater than the maximum of 32"
     ]
+
+
+def test_nesting_near_the_recursion_limit_is_a_config_error_at_every_depth() -> None:
+    """Deep enough and json.loads fails; a little less deep and it reads, but checking the document
+    recursed past the limit: every depth in between must be a ConfigError, never a RecursionError."""
+    for depth in range(900, 1010):
+        raw = ('{"task": "embeddings", "plugin_config": {"a": ' + "[" * depth + "]" * depth + "}}").encode()
+        with pytest.raises(config.ConfigError):
+            config.parse(raw)

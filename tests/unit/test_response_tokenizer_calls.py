@@ -47,6 +47,8 @@ class GatedTokenizer:
 
 
 class OneTokenEngine:
+    capacity = 80
+
     def admit(self, sequences: int = 1) -> SimpleNamespace:
         return SimpleNamespace(release=lambda: None)
 

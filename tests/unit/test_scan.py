@@ -353,7 +353,7 @@ def _failing_scandir(monkeypatch: pytest.MonkeyPatch, failing: Path, error: int)
     monkeypatch.setattr(os, "scandir", scandir)
 
 
-@pytest.mark.parametrize("where", ["model", "namespace", "root", "version"])
+@pytest.mark.parametrize("where", ["model", "namespace", "root", "version", "inside a version"])
 def test_a_folder_that_cannot_be_listed_keeps_what_was_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              where: str) -> None:
     """EMFILE, EACCES or an NFS error while listing is not a removal: the previous scan's entries under
@@ -363,10 +363,12 @@ def test_a_folder_that_cannot_be_listed_keeps_what_was_there(tmp_path: Path, mon
     from server.repository.scan import hold_unreadable
 
     write_model(tmp_path, "org/m", versions=(1, 2), config={"task": "embeddings"})
+    (tmp_path / "org" / "m" / "2" / "sub").mkdir()
+    (tmp_path / "org" / "m" / "2" / "sub" / "weights.bin").write_text("w")
     write_model(tmp_path, "other", versions=(1,))
     before = scan(tmp_path)
     failing = {"model": tmp_path / "org" / "m", "namespace": tmp_path / "org", "root": tmp_path,
-               "version": tmp_path / "org" / "m" / "2"}[where]
+               "version": tmp_path / "org" / "m" / "2", "inside a version": tmp_path / "org" / "m" / "2" / "sub"}[where]
     _failing_scandir(monkeypatch, failing, errno.EMFILE)
     snapshot = hold_unreadable(scan(tmp_path), before)
     assert snapshot.models == before.models
@@ -384,3 +386,16 @@ def test_a_folder_that_vanished_is_still_a_removal(tmp_path: Path, monkeypatch: 
     _failing_scandir(monkeypatch, tmp_path / "m", errno.ENOENT)
     snapshot = hold_unreadable(scan(tmp_path), before)
     assert "m" not in snapshot.models
+
+
+def test_a_new_version_that_cannot_be_listed_whole_is_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from server.repository.scan import hold_unreadable
+
+    write_model(tmp_path, "m", versions=(1,))
+    before = scan(tmp_path)
+    write_version(tmp_path / "m", 2)
+    _failing_scandir(monkeypatch, tmp_path / "m" / "2", errno.EACCES)
+    snapshot = hold_unreadable(scan(tmp_path), before)
+    assert sorted(snapshot.models["m"].versions) == [1]  # not published with an empty fingerprint

@@ -50,3 +50,14 @@ def test_a_vocabulary_of_another_family_is_not_joined(tmp_path: Path) -> None:
     (tmp_path / "vocab.txt").write_text("[PAD]\nhello\n##s\n")
     (tmp_path / "tokenizer.json").unlink()
     assert read_vocabulary(tmp_path, None) == Vocabulary(["[PAD]", "hello", "##s"], WORDPIECE)
+
+
+def test_added_tokens_outside_the_vocabulary_are_their_literal_text(tmp_path: Path) -> None:
+    """Qwen's tokenizer.json keeps <|endoftext|> (and other specials) only in added_tokens."""
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "model": {"type": "BPE", "vocab": {"Hi": 0, "Ġthere": 1}},
+        "decoder": {"type": "ByteLevel"},
+        "added_tokens": [{"id": 5, "content": "<|endoftext|>", "special": True}]}))
+    vocabulary = read_vocabulary(tmp_path, None)
+    assert vocabulary.style == BYTE_LEVEL and len(vocabulary.pieces) == 6
+    assert vocabulary.join([0, 1, 5]) == "Hi there<|endoftext|>"
