@@ -125,7 +125,7 @@ class TextEmbedder:
         """Token id -> piece and how pieces join into text, for token-id inputs (see vocab_join.py).
         None when the model has no vocabulary file, or one of a family that is not joined."""
         if self._vocabulary is _UNREAD:
-            self._vocabulary = read_vocabulary(self._path, _vocab_vector(self.tokenizer))
+            self._vocabulary = read_vocabulary(self._path, lambda: _vocab_vector(self.tokenizer))
         return self._vocabulary
 
     def token_ids(self, text: str) -> list[int]:

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 WORDPIECE, BYTE_LEVEL, SENTENCEPIECE = "wordpiece", "byte-level", "sentencepiece"
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -105,9 +105,9 @@ def _style_of_pieces(pieces: list[str]) -> str | None:
     return None
 
 
-def read_vocabulary(path: Path, vocab_vector: list[str] | None) -> Vocabulary | None:
+def read_vocabulary(path: Path, vocab_vector: Callable[[], list[str] | None]) -> Vocabulary | None:
     """The vocabulary of the model folder `path`: from the tokenizer.json that optimum exports beside the
-    IR, else the detokenizer's pieces (`vocab_vector`, when there is one), else vocab.txt (WordPiece).
+    IR, else the detokenizer's pieces (`vocab_vector()`, asked only then), else vocab.txt (WordPiece).
     None when there is none, or its family is not one of the three joined here."""
     try:
         document = json.loads((path / "tokenizer.json").read_text())
@@ -121,9 +121,10 @@ def read_vocabulary(path: Path, vocab_vector: list[str] | None) -> Vocabulary | 
         return Vocabulary(pieces, style, added) if style else None
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
         pass
-    if vocab_vector:
-        style = _style_of_pieces(vocab_vector)
-        return Vocabulary(vocab_vector, style) if style else None
+    pieces = vocab_vector()
+    if pieces:
+        style = _style_of_pieces(pieces)
+        return Vocabulary(pieces, style) if style else None
     try:
         pieces = (path / "vocab.txt").read_text().splitlines()
     except OSError:

@@ -28,7 +28,7 @@ def test_joined_ids_tokenize_back_into_the_same_ids(model: str, style: str) -> N
     if not folder.is_dir():
         pytest.skip(f"{model} test model not built")
     tokenizer = ov_genai.Tokenizer(str(folder))
-    vocabulary = read_vocabulary(folder, None)
+    vocabulary = read_vocabulary(folder, lambda: None)
     assert vocabulary is not None and vocabulary.style == style
     for text in TEXTS:
         ids = ids_of(tokenizer, text)
@@ -45,11 +45,11 @@ def test_sentencepiece_pieces_continue_words_and_bytes_come_back() -> None:
 
 def test_a_vocabulary_of_another_family_is_not_joined(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1}}}))
-    assert read_vocabulary(tmp_path, None) is None
-    assert read_vocabulary(tmp_path / "missing", None) is None
+    assert read_vocabulary(tmp_path, lambda: None) is None
+    assert read_vocabulary(tmp_path / "missing", lambda: None) is None
     (tmp_path / "vocab.txt").write_text("[PAD]\nhello\n##s\n")
     (tmp_path / "tokenizer.json").unlink()
-    assert read_vocabulary(tmp_path, None) == Vocabulary(["[PAD]", "hello", "##s"], WORDPIECE)
+    assert read_vocabulary(tmp_path, lambda: None) == Vocabulary(["[PAD]", "hello", "##s"], WORDPIECE)
 
 
 def test_added_tokens_outside_the_vocabulary_are_their_literal_text(tmp_path: Path) -> None:
@@ -58,6 +58,6 @@ def test_added_tokens_outside_the_vocabulary_are_their_literal_text(tmp_path: Pa
         "model": {"type": "BPE", "vocab": {"Hi": 0, "Ġthere": 1}},
         "decoder": {"type": "ByteLevel"},
         "added_tokens": [{"id": 5, "content": "<|endoftext|>", "special": True}]}))
-    vocabulary = read_vocabulary(tmp_path, None)
+    vocabulary = read_vocabulary(tmp_path, lambda: None)
     assert vocabulary.style == BYTE_LEVEL and len(vocabulary.pieces) == 6
     assert vocabulary.join([0, 1, 5]) == "Hi there<|endoftext|>"
